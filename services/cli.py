@@ -1,0 +1,121 @@
+"""The ``tessera`` command: serve, dev, migrate, and the operator commands of each service.
+
+Each service may contribute subcommands through ``register(subparsers)`` in its
+``commands`` module; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.settings import DATABASE_SERVICES, SERVICES, ConfigError, service_database_url
+
+SERVICES_DIR = Path(__file__).parent
+COMMAND_MODULES = ("services.keys.commands", "services.issuer.commands", "services.audit")
+
+
+def migration_components(service: str) -> list[tuple[str, Path]]:
+    from shared.db import BUS_MIGRATIONS
+
+    return [("bus", BUS_MIGRATIONS), (service, SERVICES_DIR / service / "migrations")]
+
+
+def create_service_app(service: str, env: Any) -> tuple[Any, str, int]:
+    """Build one service's app from the environment: (app, host, port)."""
+    module = importlib.import_module(f"services.{service}.app")
+    settings_module = importlib.import_module(f"services.{service}.settings")
+    settings = settings_module.Settings.from_env(env)
+    return module.create_app(settings), settings.common.host, settings.common.port
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shared.logging import configure_logging
+    from shared.service import run_app
+
+    app, host, port = create_service_app(args.service, os.environ)
+    configure_logging(args.service, os.environ.get("TESSERA_LOG_LEVEL", "info"))
+    run_app(app, host, port)
+    return 0
+
+
+async def migrate_all(env: Any, services: Sequence[str]) -> list[str]:
+    """Apply every pending migration of the given services, each to its own database."""
+    import asyncpg
+
+    from shared.db import describe_database, migrate
+    from shared.service import fail
+
+    applied = []
+    for service in services:
+        url = service_database_url(env, service)
+        try:
+            applied += await migrate(url, migration_components(service))
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
+            fail(
+                f"cannot reach PostgreSQL at {describe_database(url)}: {type(exc).__name__}: {exc}"
+            )
+    return applied
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    services = [args.service] if args.service else list(DATABASE_SERVICES)
+    applied = asyncio.run(migrate_all(os.environ, services))
+    for name in applied:
+        print(f"applied {name}")
+    print(f"migrations up to date for {', '.join(services)}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from services.dev import run_dev
+
+    return run_dev(os.environ, port=args.port, host=args.host)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera", description="Tessera token authority")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=SERVICES)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--service", choices=DATABASE_SERVICES)
+    migrate.set_defaults(func=cmd_migrate)
+
+    dev = sub.add_parser("dev", help="run migrations and all four services on this machine")
+    dev.add_argument("--port", type=int, default=8080, help="gateway port (others follow it)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.set_defaults(func=cmd_dev)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        print(f"tessera: configuration error: {exc}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

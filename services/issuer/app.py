@@ -1,0 +1,20 @@
+"""The issuer service application: wiring only, nothing connects until it starts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.issuer.settings import Settings
+from shared.http import base_app
+from shared.service import COMMON, broker, db_pool, outbox_relay
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app("issuer")
+    app[SETTINGS] = settings
+    app[COMMON] = settings.common
+    # Set up in this order, torn down in reverse.
+    app.cleanup_ctx.extend([db_pool, broker, outbox_relay])
+    return app

@@ -1,0 +1,143 @@
+"""The RabbitMQ connection a service keeps: connected in the background, restored after outages.
+
+A service starts and serves requests while the broker is down; the outbox holds its events and
+the relay publishes them once :class:`Broker` has reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+
+from shared.settings import AmqpNames
+
+log = structlog.get_logger("tessera.amqp")
+
+
+def describe_amqp(url: str) -> str:
+    """``host:port/vhost`` of an AMQP URL, for messages; never the password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5672}{parts.path or '/'}"
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker is not connected right now."""
+
+
+class Broker:
+    """One robust connection and channel (with publisher confirms) and the declared topology."""
+
+    def __init__(self, url: str, names: AmqpNames, *, connection_name: str = "tessera") -> None:
+        self._url = url
+        self.names = names
+        self._connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        self._task = asyncio.create_task(self._connect_forever(), name="amqp-connect")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self._url,
+                    reconnect_interval=1,
+                    client_properties={"connection_name": self._connection_name},
+                )
+                channel = await connection.channel(publisher_confirms=True)
+                self._exchange = await declare_topology(channel, self.names)
+                self._connection = connection
+                self._channel = channel
+                self._ready.set()
+                log.info("broker connected", broker=describe_amqp(self._url))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "broker unreachable, retrying",
+                    broker=describe_amqp(self._url),
+                    error=type(exc).__name__,
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @property
+    def connected(self) -> bool:
+        return (
+            self._ready.is_set()
+            and self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def wait_connected(self) -> None:
+        await self._ready.wait()
+
+    async def channel(self) -> AbstractRobustChannel:
+        """The shared channel; waits for the first connection."""
+        await self._ready.wait()
+        assert self._channel is not None
+        return self._channel
+
+    def exchange(self) -> AbstractExchange:
+        """The events exchange, or :class:`BrokerUnavailable` while disconnected."""
+        if not self.connected or self._exchange is None:
+            raise BrokerUnavailable("broker not connected")
+        return self._exchange
+
+    async def new_channel(self, **kwargs: Any) -> AbstractRobustChannel:
+        """A further channel on the same connection (consumers get their own)."""
+        await self._ready.wait()
+        assert self._connection is not None
+        channel: AbstractRobustChannel = await self._connection.channel(**kwargs)
+        return channel
+
+    async def check(self) -> None:
+        """Readiness: raise unless connected."""
+        if not self.connected:
+            raise BrokerUnavailable("broker not connected")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._connection is not None:
+            await self._connection.close()
+
+
+async def declare_topology(
+    channel: aio_pika.abc.AbstractChannel, names: AmqpNames
+) -> AbstractExchange:
+    """Declare the events exchange, the dead-letter exchange and its queue; return the former."""
+    exchange = await channel.declare_exchange(
+        names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dlx = await channel.declare_exchange(
+        names.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dead = await channel.declare_queue(names.dead_letter_queue, durable=True)
+    await dead.bind(dlx, "#")
+    return exchange
+
+
+async def connect_once(url: str) -> None:
+    """Open and close a connection: raises if the broker cannot be reached (used by checks)."""
+    connection = await asyncio.wait_for(aio_pika.connect(url), 5.0)
+    await connection.close()

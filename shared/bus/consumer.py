@@ -1,0 +1,148 @@
+"""Consuming events: one durable queue per consumer, ack after the local commit.
+
+Each handler runs in a transaction that also records ``(consumer, event_id)`` in
+``processed_events``; a redelivered duplicate finds its row and is acknowledged without running
+again. A message that is not a valid envelope is dead-lettered at once; one whose handler fails
+is retried once and then dead-lettered to ``tessera.dlx``, so nothing loops forever. A database
+outage is not the message's fault: it is requeued after a pause, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from prometheus_client import Counter
+
+from shared.bus.amqp import Broker
+from shared.bus.envelope import Envelope, EnvelopeError
+from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
+
+log = structlog.get_logger("tessera.consumer")
+
+Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+CONSUMED = Counter(
+    "tessera_events_consumed_total", "Events handled by consumers", ["consumer", "outcome"]
+)
+_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class Consumer:
+    """A durable queue named after the consumer, bound to the routing keys it handles."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        pool: asyncpg.Pool,
+        consumer: str,
+        handlers: Mapping[str, Handler],
+        *,
+        prefetch: int = 64,
+    ) -> None:
+        self._broker = broker
+        self._pool = pool
+        self.name = consumer
+        self._handlers = dict(handlers)
+        self._prefetch = prefetch
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Declare and start consuming once the broker is connected (in the background)."""
+        self._task = asyncio.create_task(self._declare_and_consume(), name=f"consumer-{self.name}")
+
+    async def started(self) -> None:
+        """Wait until the queue is declared, bound and being consumed."""
+        assert self._task is not None
+        await asyncio.shield(self._task)
+
+    async def _declare_and_consume(self) -> None:
+        names = self._broker.names
+        channel = await self._broker.new_channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        exchange = await channel.get_exchange(names.exchange)
+        queue = await channel.declare_queue(
+            names.queue(self.name),
+            durable=True,
+            arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+        )
+        for routing_key in self._handlers:
+            await queue.bind(exchange, routing_key)
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message)
+        log.info("consuming", consumer=self.name, queue=queue.name, keys=sorted(self._handlers))
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self._process(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        headers = message.headers or {}
+        raw_id = headers.get(REQUEST_ID_HEADER)
+        bind_request_id(accept_request_id(raw_id if isinstance(raw_id, str) else None))
+        try:
+            envelope = Envelope.from_json(message.body)
+        except EnvelopeError as exc:
+            log.warning("unparseable event dead-lettered", consumer=self.name, reason=str(exc))
+            CONSUMED.labels(self.name, "dead_lettered").inc()
+            await message.reject(requeue=False)
+            return
+        handler = self._handlers.get(envelope.routing_key)
+        if handler is None:
+            await message.ack()
+            return
+        try:
+            applied = await self._apply(handler, envelope)
+        except _TRANSIENT as exc:
+            log.warning("event requeued: database unavailable", error=type(exc).__name__)
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            return
+        except Exception:
+            if message.redelivered:
+                log.exception("event failed again, dead-lettered", event_id=str(envelope.id))
+                CONSUMED.labels(self.name, "dead_lettered").inc()
+                await message.reject(requeue=False)
+            else:
+                log.warning("event failed, retrying once", event_id=str(envelope.id))
+                await message.nack(requeue=True)
+            return
+        CONSUMED.labels(self.name, "applied" if applied else "duplicate").inc()
+        await message.ack()
+
+    async def _apply(self, handler: Handler, envelope: Envelope) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            first = await conn.fetchval(
+                """INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
+                   ON CONFLICT DO NOTHING RETURNING true""",
+                self.name,
+                envelope.id,
+            )
+            if not first:
+                return False
+            await handler(conn, envelope)
+            return True
+
+    async def close(self) -> None:
+        """Stop fetching, then let in-flight messages finish."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=10)

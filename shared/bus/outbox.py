@@ -1,0 +1,159 @@
+"""The transactional outbox: events are rows written with the state change, published later.
+
+``add_event`` is called inside the caller's transaction, so an event exists exactly when the
+change it describes was committed. :class:`OutboxRelay` publishes pending rows with publisher
+confirms and deletes them only once RabbitMQ has confirmed them; rows are claimed with
+``FOR UPDATE SKIP LOCKED`` so several replicas can relay at once without publishing a row twice.
+A broker outage leaves rows waiting; the relay resumes by itself when the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aio_pika
+import asyncpg
+import structlog
+from prometheus_client import Counter, Gauge
+
+from shared.bus.amqp import Broker
+from shared.bus.envelope import Envelope
+from shared.logging import REQUEST_ID_HEADER, request_id_var
+
+log = structlog.get_logger("tessera.outbox")
+
+NOTIFY_CHANNEL = "tessera_outbox"
+PUBLISHED = Counter("tessera_outbox_published_total", "Events published and confirmed", ["service"])
+PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
+
+
+async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """Queue an event in the caller's transaction (call it inside ``conn.transaction()``)."""
+    await conn.execute(
+        """INSERT INTO outbox (event_id, routing_key, body, request_id) VALUES ($1, $2, $3, $4);""",
+        envelope.id,
+        envelope.routing_key,
+        envelope.to_json(),
+        request_id_var.get(),
+    )
+    # Delivered at commit only, so the relay wakes exactly when there is something to send.
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+def _message(row: asyncpg.Record) -> aio_pika.Message:
+    envelope = Envelope.from_json(bytes(row["body"]))
+    headers = {REQUEST_ID_HEADER: row["request_id"]} if row["request_id"] else {}
+    return aio_pika.Message(
+        body=bytes(row["body"]),
+        content_type="application/json",
+        message_id=str(row["event_id"]),
+        type=envelope.type,
+        timestamp=envelope.occurred_at,
+        headers=headers,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+class OutboxRelay:
+    """Publishes a service's outbox; run one per replica (``start``/``stop``)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        *,
+        service: str,
+        batch_size: int = 256,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._service = service
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._service}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_listener()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish up to one batch of pending events; returns how many were confirmed."""
+        exchange = self._broker.exchange()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT position, event_id, routing_key, body, request_id FROM outbox
+                   ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            # Publishes are pipelined; each awaits its own confirm. If any fails the transaction
+            # rolls back and the whole batch is retried: consumers drop the duplicates by id.
+            await asyncio.gather(
+                *(exchange.publish(_message(row), routing_key=row["routing_key"]) for row in rows)
+            )
+            await conn.execute(
+                "DELETE FROM outbox WHERE position = ANY($1::bigint[])",
+                [row["position"] for row in rows],
+            )
+        PUBLISHED.labels(self._service).inc(len(rows))
+        return len(rows)
+
+    async def _run(self) -> None:
+        await self._broker.wait_connected()
+        delay = 0.1
+        while True:
+            try:
+                await self._ensure_listener()
+                sent = await self.relay_once()
+                delay = 0.1
+                if sent == self._batch_size:
+                    continue
+                if sent:
+                    await self._record_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay paused", error=type(exc).__name__, retry_in=delay)
+                await self._close_listener()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def _record_pending(self) -> None:
+        async with self._pool.acquire() as conn:
+            PENDING.labels(self._service).set(await conn.fetchval("SELECT count(*) FROM outbox"))
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        self._listener = await self._pool.acquire()
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        with contextlib.suppress(Exception):
+            await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+        with contextlib.suppress(Exception):
+            await self._pool.release(listener)

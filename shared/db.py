@@ -1,0 +1,148 @@
+"""PostgreSQL: the pool, database creation, and numbered plain-SQL migrations.
+
+Each service owns one database. Migrations live beside the code as ``NNNN_name.sql`` files in
+one or more components (the shared bus tables, then the service's own); each file is applied in
+one transaction together with its row in ``schema_version``, under an advisory lock so several
+replicas starting at once apply each file exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("tessera.db")
+
+BUS_MIGRATIONS = Path(__file__).parent / "bus" / "migrations"
+_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same in every replica.
+_MIGRATION_LOCK = 7_345_210_001
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+@asynccontextmanager
+async def create_pool(
+    database_url: str, *, min_size: int = 2, max_size: int = 10
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool with json/jsonb decoded to Python objects; closed when the block ends."""
+    pool = await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def describe_database(database_url: str) -> str:
+    """``host:port/dbname`` of a URL, for messages; never the password."""
+    parts = urlsplit(database_url)
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the database a URL names if it does not exist. True when it was created."""
+    parts = urlsplit(database_url)
+    name = unquote(parts.path.lstrip("/"))
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,63}", name):
+        raise ValueError(f"unsupported database name {name!r}")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        try:
+            # Identifiers cannot be parameters; the name was checked against a strict pattern.
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            return False  # another replica created it a moment ago
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(database_url: str) -> None:
+    """Drop a database (tests use this to clean up); its connections are terminated first."""
+    parts = urlsplit(database_url)
+    name = unquote(parts.path.lstrip("/"))
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,63}", name):
+        raise ValueError(f"unsupported database name {name!r}")
+    conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class Migration:
+    component: str
+    version: int
+    name: str
+    path: Path
+
+
+def discover(component: str, directory: Path) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_FILE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path} is not named NNNN_name.sql")
+        found.append(Migration(component, int(match.group(1)), path.stem, path))
+    return found
+
+
+async def migrate(database_url: str, components: list[tuple[str, Path]]) -> list[str]:
+    """Create the database if needed and apply every pending migration; returns their names."""
+    await ensure_database(database_url)
+    conn = await asyncpg.connect(database_url, timeout=10)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                   component text NOT NULL,
+                   version integer NOT NULL,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (component, version))"""
+        )
+        for component, directory in components:
+            done = {
+                r["version"]
+                for r in await conn.fetch(
+                    "SELECT version FROM schema_version WHERE component = $1", component
+                )
+            }
+            for migration in discover(component, directory):
+                if migration.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.path.read_text())
+                    await conn.execute(
+                        "INSERT INTO schema_version (component, version, name) VALUES ($1, $2, $3)",
+                        component,
+                        migration.version,
+                        migration.name,
+                    )
+                applied.append(f"{component}/{migration.name}")
+                log.info("migration applied", component=component, migration=migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+    return applied

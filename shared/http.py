@@ -1,0 +1,240 @@
+"""aiohttp pieces every service shares: request context, JSON errors, probes, metrics, clients."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import ClientError, ClientRequest, ClientResponse, ClientSession, ClientTimeout, web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from shared.errors import BadRequest, PayloadTooLarge, TesseraError, Unavailable
+from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id, request_id_var
+
+log = structlog.get_logger("tessera.http")
+
+JSON = "application/json"
+MAX_BODY_BYTES = 64 * 1024
+
+REQUESTS = Counter(
+    "tessera_http_requests_total", "HTTP requests answered", ["service", "route", "status"]
+)
+LATENCY = Histogram(
+    "tessera_http_request_seconds",
+    "HTTP request latency",
+    ["service", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+READINESS_CHECKS: web.AppKey[list[tuple[str, ReadinessCheck]]] = web.AppKey("readiness_checks")
+SERVICE_NAME: web.AppKey[str] = web.AppKey("service_name", str)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON response whose Content-Type is exactly ``application/json`` (no charset)."""
+    resp = web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status)
+    resp.headers["Content-Type"] = JSON
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id (the client's ``X-Request-ID`` or a new one), log and time the request."""
+    request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+    bind_request_id(request_id)
+    service = request.app.get(SERVICE_NAME, "tessera")
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_name(request)
+        REQUESTS.labels(service, route, str(status)).inc()
+        LATENCY.labels(service, route).observe(elapsed)
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            # The path only: query strings may carry credentials (jobmanager revoke does).
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                ms=round(elapsed * 1000, 2),
+            )
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Internal services' error shape: ``{"error": code, "message": text}``, never a traceback."""
+    try:
+        return await handler(request)
+    except TesseraError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        return json_response(exc.to_json(), exc.status, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_response({"error": "http_error", "message": exc.reason}, exc.status)
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("dependency unavailable", error=type(exc).__name__)
+        return json_response(
+            {"error": "unavailable", "message": "a dependency is unavailable"},
+            503,
+            {"Retry-After": "1"},
+        )
+    except Exception:
+        log.exception("unhandled error")
+        return json_response({"error": "internal", "message": "internal error"}, 500)
+
+
+async def read_json_object(
+    request: web.Request, *, max_bytes: int = MAX_BODY_BYTES
+) -> dict[str, Any]:
+    """The request body as a JSON object, or :class:`BadRequest` / :class:`PayloadTooLarge`."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+# --- probes and metrics -------------------------------------------------------------------
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when every dependency answers; 503 naming the ones that do not."""
+    failing: dict[str, str] = {}
+    for name, check in request.app.get(READINESS_CHECKS, []):
+        try:
+            await check()
+        except Exception as exc:
+            failing[name] = type(exc).__name__
+    if failing:
+        return json_response({"status": "unavailable", "failing": failing}, 503)
+    return json_response({"status": "ok"})
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def add_ops_routes(app: web.Application, service: str) -> None:
+    """Add ``/healthz``, ``/readyz`` and ``/metrics``; checks go in ``app[READINESS_CHECKS]``."""
+    app[SERVICE_NAME] = service
+    app[READINESS_CHECKS] = []
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+def base_app(service: str, *, middlewares: list[Any] | None = None) -> web.Application:
+    """An application with the request-context middleware, the given error middleware (the
+    internal JSON one by default) and the ops routes."""
+    app = web.Application(
+        middlewares=[request_context, *(middlewares or [json_errors])],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    add_ops_routes(app, service)
+    return app
+
+
+# --- internal HTTP clients ----------------------------------------------------------------
+
+
+async def _propagate_request_id(
+    request: ClientRequest, handler: Callable[[ClientRequest], Awaitable[ClientResponse]]
+) -> ClientResponse:
+    request_id = request_id_var.get()
+    if request_id and REQUEST_ID_HEADER not in request.headers:
+        request.headers[REQUEST_ID_HEADER] = request_id
+    return await handler(request)
+
+
+def internal_session(*, timeout: float = 10.0) -> ClientSession:
+    """A keep-alive client for calls to other Tessera services; it passes the request id on."""
+    return ClientSession(
+        timeout=ClientTimeout(total=timeout),
+        middlewares=(_propagate_request_id,),
+        raise_for_status=False,
+    )
+
+
+async def internal_client(
+    app: web.Application, key: web.AppKey[ClientSession]
+) -> AsyncIterator[None]:
+    """cleanup_ctx step body: open an internal session under ``key`` and close it on shutdown."""
+    async with internal_session() as session:
+        app[key] = session
+        yield
+
+
+async def call_service(
+    session: ClientSession,
+    method: str,
+    url: str,
+    *,
+    service: str,
+    json_body: Any = None,
+    params: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Call another Tessera service; (status, parsed JSON). Unreachable → :class:`Unavailable`."""
+    try:
+        async with session.request(method, url, json=json_body, params=params) as resp:
+            if resp.content_type == JSON:
+                return resp.status, await resp.json()
+            text = await resp.text()
+            if resp.status >= 500:
+                raise Unavailable(f"the {service} service answered {resp.status}")
+            return resp.status, {"error": "http_error", "message": text[:200]}
+    except (ClientError, TimeoutError, OSError) as exc:
+        log.warning("service unreachable", target=service, error=type(exc).__name__)
+        raise Unavailable(f"the {service} service is unavailable") from None
+
+
+def raise_for_service_error(status: int, body: Any, service: str) -> None:
+    """Turn another service's JSON error into the same :class:`TesseraError` here."""
+    if status < 400:
+        return
+    if status >= 500 or not isinstance(body, dict):
+        raise Unavailable(f"the {service} service is unavailable")
+    raise TesseraError(
+        str(body.get("message", "request failed")),
+        code=str(body.get("error", "error")),
+        status=status,
+        details=body.get("details") if isinstance(body.get("details"), dict) else None,
+    )

@@ -1,0 +1,137 @@
+"""The pieces every service app is built from: typed app keys and cleanup_ctx steps.
+
+A service's ``create_app`` wires these in order (pool, broker, relay, consumers); aiohttp
+tears them down in reverse, so consumers stop before the pool closes. Nothing connects until
+the app starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, NoReturn
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from shared.bus.amqp import Broker
+from shared.bus.consumer import Consumer, Handler
+from shared.bus.outbox import OutboxRelay
+from shared.db import create_pool, describe_database
+from shared.http import READINESS_CHECKS
+from shared.settings import CommonSettings
+
+log = structlog.get_logger("tessera.service")
+
+COMMON: web.AppKey[CommonSettings] = web.AppKey("common_settings", CommonSettings)
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+BROKER: web.AppKey[Broker] = web.AppKey("broker", Broker)
+RELAY: web.AppKey[OutboxRelay] = web.AppKey("relay", OutboxRelay)
+CleanupStep = Callable[[web.Application], AsyncIterator[None]]
+
+
+class StartupError(Exception):
+    """A dependency could not be reached at start-up; the message is one line for the operator."""
+
+
+async def db_pool(app: web.Application) -> AsyncIterator[None]:
+    url = app[COMMON].database_url
+    assert url is not None, "this service has no database"
+    try:
+        pool_cm = create_pool(url)
+        pool = await pool_cm.__aenter__()
+    except asyncpg.InvalidCatalogNameError:
+        raise StartupError(
+            f"database {describe_database(url)} does not exist: run `tessera migrate` first"
+        ) from None
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(
+            f"cannot reach PostgreSQL at {describe_database(url)}: {exc.__class__.__name__}: {exc}"
+        ) from None
+    app[POOL] = pool
+
+    async def check() -> None:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+
+    app[READINESS_CHECKS].append(("database", check))
+    try:
+        yield
+    finally:
+        await pool_cm.__aexit__(None, None, None)
+
+
+async def broker(app: web.Application) -> AsyncIterator[None]:
+    common = app[COMMON]
+    instance = Broker(common.amqp_url, common.amqp, connection_name=f"tessera-{common.service}")
+    await instance.start()
+    app[BROKER] = instance
+    app[READINESS_CHECKS].append(("broker", instance.check))
+    yield
+    await instance.close()
+
+
+async def outbox_relay(app: web.Application) -> AsyncIterator[None]:
+    relay = OutboxRelay(app[POOL], app[BROKER], service=app[COMMON].service)
+    relay.start()
+    app[RELAY] = relay
+    yield
+    await relay.stop()
+
+
+def event_consumers(
+    handlers_by_consumer: Callable[[web.Application], Mapping[str, Mapping[str, Handler]]],
+) -> CleanupStep:
+    """A cleanup_ctx step running one :class:`Consumer` per entry ``{consumer: {key: handler}}``."""
+
+    async def step(app: web.Application) -> AsyncIterator[None]:
+        consumers = [
+            Consumer(app[BROKER], app[POOL], name, handlers)
+            for name, handlers in handlers_by_consumer(app).items()
+        ]
+        for consumer in consumers:
+            consumer.start()
+        yield
+        for consumer in reversed(consumers):
+            await consumer.close()
+
+    return step
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line for the operator and exit (no traceback)."""
+    print(f"tessera: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+    except StartupError as exc:
+        await runner.cleanup()
+        fail(str(exc))
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+    log.info("listening", host=host, port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def run_app(app: web.Application, host: str, port: int, **_: Any) -> None:
+    """Serve until SIGINT/SIGTERM; start-up failures exit with one clear line."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(app, host, port))

@@ -1,0 +1,195 @@
+"""Configuration read from the environment into frozen objects.
+
+A missing or malformed variable raises :class:`ConfigError` whose message names the variable,
+so start-up can stop with one clear line. Secrets are kept out of ``repr`` and never logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+SERVICES = ("gateway", "issuer", "revocation", "keys")
+DEFAULT_PORTS = {"gateway": 8080, "issuer": 8081, "revocation": 8082, "keys": 8083}
+DATABASE_SERVICES = ("keys", "issuer", "revocation")
+
+Env = Mapping[str, str]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+def require(env: Env, name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required but not set")
+    return value
+
+
+def get_str(env: Env, name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
+def get_int(env: Env, name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def get_float(env: Env, name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def get_bool(env: Env, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def get_networks(env: Env, name: str, default: str) -> tuple[IPNetwork, ...]:
+    raw = env.get(name, "").strip() or default
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a comma-separated list of CIDRs: {exc}") from None
+
+
+def get_secret(env: Env, name: str, *, required: bool = True) -> str:
+    """Read a secret from ``NAME`` or from the file named by ``NAME_FILE`` (a mounted secret)."""
+    value = env.get(name, "").strip()
+    file_name = env.get(f"{name}_FILE", "").strip()
+    if value and file_name:
+        raise ConfigError(f"set only one of {name} and {name}_FILE")
+    if file_name:
+        try:
+            value = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE cannot be read: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE names an empty file")
+    if required and not value:
+        raise ConfigError(f"{name} (or {name}_FILE) is required but not set")
+    return value
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host")
+    return value
+
+
+def service_database_url(env: Env, service: str) -> str:
+    """The database URL of one service: its own override, else the server URL with its db name.
+
+    ``TESSERA_DATABASE_URL`` names the server; each service uses the database
+    ``<TESSERA_DATABASE_PREFIX>_<service>`` on it (``tessera_keys`` by default), unless
+    ``TESSERA_<SERVICE>_DATABASE_URL`` names another one.
+    """
+    own = f"TESSERA_{service.upper()}_DATABASE_URL"
+    if env.get(own, "").strip():
+        return _check_url(own, env[own].strip(), ("postgresql", "postgres"))
+    base = _check_url(
+        "TESSERA_DATABASE_URL", require(env, "TESSERA_DATABASE_URL"), ("postgresql", "postgres")
+    )
+    prefix = get_str(env, "TESSERA_DATABASE_PREFIX", "tessera")
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"/{prefix}_{service}"))
+
+
+def service_url(env: Env, service: str) -> str:
+    name = f"TESSERA_{service.upper()}_URL"
+    default = f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+    return _check_url(name, get_str(env, name, default), ("http", "https")).rstrip("/")
+
+
+@dataclass(frozen=True)
+class AmqpNames:
+    """Names on the broker; tests give each session its own so runs never see each other."""
+
+    exchange: str = "tessera.events"
+    dead_letter_exchange: str = "tessera.dlx"
+    queue_prefix: str = ""
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue_prefix}tessera.dead-letter"
+
+    def queue(self, consumer: str) -> str:
+        return f"{self.queue_prefix}{consumer}"
+
+    @classmethod
+    def from_env(cls, env: Env) -> AmqpNames:
+        return cls(
+            exchange=get_str(env, "TESSERA_AMQP_EXCHANGE", cls.exchange),
+            dead_letter_exchange=get_str(env, "TESSERA_AMQP_DLX", cls.dead_letter_exchange),
+            queue_prefix=env.get("TESSERA_AMQP_QUEUE_PREFIX", "").strip(),
+        )
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every service needs: where it listens and how it reaches PostgreSQL and RabbitMQ."""
+
+    service: str
+    host: str
+    port: int
+    amqp_url: str = field(repr=False)
+    amqp: AmqpNames
+    database_url: str | None = field(repr=False)
+    log_level: str = "info"
+    version: str = "dev"
+
+    @classmethod
+    def from_env(cls, env: Env, service: str) -> CommonSettings:
+        port_name = f"TESSERA_{service.upper()}_PORT"
+        amqp_url = _check_url(
+            "TESSERA_AMQP_URL", require(env, "TESSERA_AMQP_URL"), ("amqp", "amqps")
+        )
+        return cls(
+            service=service,
+            host=get_str(env, "TESSERA_HOST", "0.0.0.0"),
+            port=get_int(env, port_name, DEFAULT_PORTS[service], minimum=0),
+            amqp_url=amqp_url,
+            amqp=AmqpNames.from_env(env),
+            database_url=(
+                service_database_url(env, service) if service in DATABASE_SERVICES else None
+            ),
+            log_level=get_str(env, "TESSERA_LOG_LEVEL", "info").lower(),
+            version=get_str(env, "TESSERA_VERSION", "dev"),
+        )
+
+
+def environ() -> Env:
+    return os.environ

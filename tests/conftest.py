@@ -1,0 +1,221 @@
+"""Fixtures shared by every test tier.
+
+The real servers come from ``TESSERA_TEST_DATABASE_URL`` / ``TESSERA_TEST_AMQP_URL`` when set,
+else from testcontainers when a Docker engine answers, else the tests that need them skip with
+the reason (CI sets both variables, so there a skip is a failure). Every test session gets its
+own databases (``tessera_<run>_<service>``), exchanges and queue names, so runs never see each
+other's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from shared.settings import DATABASE_SERVICES, service_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Infra:
+    database_url: str
+    amqp_url: str
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    db = os.environ.get("TESSERA_TEST_DATABASE_URL")
+    amqp = os.environ.get("TESSERA_TEST_AMQP_URL")
+    if db and amqp:
+        yield Infra(db, amqp)
+        return
+    if not _docker_answers():
+        if os.environ.get("CI"):
+            pytest.fail("CI must not skip: TESSERA_TEST_DATABASE_URL / TESSERA_TEST_AMQP_URL unset")
+        pytest.skip(
+            "needs PostgreSQL and RabbitMQ: set TESSERA_TEST_DATABASE_URL and "
+            "TESSERA_TEST_AMQP_URL, or run a Docker engine for testcontainers"
+        )
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with PostgresContainer("postgres:16-alpine") as pg, RabbitMqContainer("rabbitmq:3.13") as mq:
+        params = mq.get_connection_params()
+        yield Infra(
+            db or pg.get_connection_url(driver=None),
+            amqp or f"amqp://guest:guest@{params.host}:{params.port}/",
+        )
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+def _drop_databases(env: dict[str, str]) -> None:
+    import asyncio
+
+    from shared.db import drop_database
+
+    async def drop() -> None:
+        for service in DATABASE_SERVICES:
+            with contextlib.suppress(Exception):
+                await drop_database(service_database_url(env, service))
+
+    asyncio.run(drop())
+
+
+def _delete_queues(prefix: str) -> None:
+    """Best effort: remove this run's queues and exchanges from the broker."""
+    ctl = shutil.which("rabbitmqctl")
+    if not ctl:
+        return
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            [ctl, "-q", "list_queues", "name"], capture_output=True, text=True, timeout=30
+        ).stdout
+        for name in out.split():
+            if name.startswith(prefix):
+                subprocess.run([ctl, "-q", "delete_queue", name], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tessera_env(infra: Infra, run_id: str) -> Iterator[dict[str, str]]:
+    """The environment of a Tessera stack private to this test session."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TESSERA_", "DATABRICKS_"))
+    }
+    env.update(
+        TESSERA_DATABASE_URL=infra.database_url,
+        TESSERA_AMQP_URL=infra.amqp_url,
+        TESSERA_DATABASE_PREFIX=f"tessera_{run_id}",
+        TESSERA_AMQP_EXCHANGE=f"tessera.events.{run_id}",
+        TESSERA_AMQP_DLX=f"tessera.dlx.{run_id}",
+        TESSERA_AMQP_QUEUE_PREFIX=f"{run_id}.",
+        TESSERA_KEK=secrets.token_urlsafe(32),
+        TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
+        TESSERA_LOG_LEVEL="info",
+    )
+    yield env
+    _drop_databases(env)
+    _delete_queues(f"{run_id}.")
+
+
+def free_port_block(count: int) -> int:
+    """A port P such that P..P+count-1 are all free right now."""
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(30000)
+        socks = []
+        try:
+            for offset in range(count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + offset))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+@dataclass
+class Stack:
+    """A running ``tessera dev``: its URLs, environment and log file."""
+
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> str:
+        return self.urls["gateway"]
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a ``tessera`` command against this stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+            cwd=ROOT,
+        )
+
+
+def start_stack(env: dict[str, str], log_path: Path, *, timeout: float = 60.0) -> Stack:
+    port = free_port_block(4)
+    names = ("gateway", "issuer", "revocation", "keys")
+    stack_env = dict(env)
+    for offset, name in enumerate(names):
+        stack_env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + offset}"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "dev", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    stack = Stack(proc, stack_env, port, log_path)
+    stack.urls = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(names)}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tessera dev exited {proc.returncode}:\n{stack.logs()[-4000:]}")
+        if "Tessera gateway listening on" in stack.logs():
+            return stack
+        time.sleep(0.1)
+    stop_stack(stack)
+    raise RuntimeError(f"tessera dev not ready in {timeout}s:\n{stack.logs()[-4000:]}")
+
+
+def stop_stack(stack: Stack) -> None:
+    if stack.process.poll() is None:
+        stack.process.send_signal(signal.SIGTERM)
+        try:
+            stack.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            stack.process.kill()
+            stack.process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(tessera_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One whole Tessera stack (``tessera dev``) for the session's e2e tests."""
+    log_path = tmp_path_factory.mktemp("stack") / "tessera-dev.log"
+    running = start_stack(tessera_env, log_path)
+    yield running
+    stop_stack(running)

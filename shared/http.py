@@ -55,7 +55,8 @@ def _route_name(request: web.Request) -> str:
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id (the client's ``X-Request-ID`` or a new one), log and time the request."""
-    request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+    sent_id = request.headers.get(REQUEST_ID_HEADER)
+    request_id = accept_request_id(sent_id)
     bind_request_id(request_id)
     service = request.app.get(SERVICE_NAME, "tessera")
     started = time.perf_counter()
@@ -72,7 +73,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = _route_name(request)
         REQUESTS.labels(service, route, str(status)).inc()
         LATENCY.labels(service, route).observe(elapsed)
-        if route not in ("/healthz", "/readyz", "/metrics"):
+        # Probes and scrapes are not logged (they would drown the log) unless the caller asked
+        # to trace them by sending a request id, as another Tessera service does.
+        if sent_id or route not in ("/healthz", "/readyz", "/metrics"):
             # The path only: query strings may carry credentials (jobmanager revoke does).
             log.info(
                 "request",

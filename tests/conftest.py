@@ -76,14 +76,27 @@ def run_id() -> str:
 
 
 def _drop_databases(env: dict[str, str]) -> None:
+    """Drop every database this run created (the services' and any a test made)."""
     import asyncio
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
 
     from shared.db import drop_database
 
     async def drop() -> None:
-        for service in DATABASE_SERVICES:
+        server = urlsplit(service_database_url(env, DATABASE_SERVICES[0]))
+        conn = await asyncpg.connect(urlunsplit(server._replace(path="/postgres")))
+        try:
+            names = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1",
+                env["TESSERA_DATABASE_PREFIX"] + "\\_%",
+            )
+        finally:
+            await conn.close()
+        for row in names:
             with contextlib.suppress(Exception):
-                await drop_database(service_database_url(env, service))
+                await drop_database(urlunsplit(server._replace(path=f"/{row['datname']}")))
 
     asyncio.run(drop())
 

@@ -1,0 +1,27 @@
+"""Helpers for the bus tests: a private database with the bus tables, and AMQP names."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.db import BUS_MIGRATIONS, migrate
+from shared.settings import AmqpNames
+
+
+async def bus_database(tessera_env: dict[str, str], name: str) -> str:
+    """A fresh database holding only the bus tables; returns its URL."""
+    base = urlsplit(tessera_env["TESSERA_DATABASE_URL"])
+    url = urlunsplit(base._replace(path=f"/{tessera_env['TESSERA_DATABASE_PREFIX']}_{name}"))
+    await migrate(url, [("bus", BUS_MIGRATIONS)])
+    return url
+
+
+def private_names(tessera_env: dict[str, str]) -> AmqpNames:
+    """Names of this test alone, so queues and exchanges of other tests never interfere."""
+    tag = secrets.token_hex(3)
+    return AmqpNames(
+        exchange=f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
+        dead_letter_exchange=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
+        queue_prefix=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
+    )

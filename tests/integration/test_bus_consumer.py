@@ -1,0 +1,101 @@
+"""The consumer helper against real PostgreSQL and RabbitMQ: duplicates and poison messages."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared.bus.amqp import Broker
+from shared.bus.consumer import Consumer
+from shared.bus.envelope import Envelope
+from shared.db import create_pool
+from tests.integration.bus_support import bus_database, private_names
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pool(tessera_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
+    url = await bus_database(tessera_env, f"consumer_{uuid.uuid4().hex[:8]}")
+    async with create_pool(url) as pool:
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE TABLE applied (event_id uuid NOT NULL, n int NOT NULL)")
+        yield pool
+
+
+async def _poll(fetch, expect, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while (value := await fetch()) != expect:
+            await asyncio.sleep(0.05)
+    return value
+
+
+async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
+    tessera_env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    names = private_names(tessera_env)
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
+    await broker.start()
+    attempts: list[uuid.UUID] = []
+    poison_id = uuid.uuid4()
+
+    async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        attempts.append(envelope.id)
+        if envelope.id == poison_id:
+            raise ValueError("this event can never be applied")
+        await conn.execute("INSERT INTO applied VALUES ($1, $2)", envelope.id, envelope.data["n"])
+
+    consumer = Consumer(broker, pool, "test.on_thing", {"thing.happened.v1": handle})
+    consumer.start()
+    await asyncio.wait_for(consumer.started(), 10)
+    publisher = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
+    try:
+        channel = await publisher.channel()
+        exchange = await channel.get_exchange(names.exchange)
+        event = Envelope(type="thing.happened", source="issuer", tenant="t", data={"n": 7})
+        for _ in range(3):  # the same event id, delivered three times
+            await exchange.publish(aio_pika.Message(event.to_json()), "thing.happened.v1")
+        await exchange.publish(aio_pika.Message(b"{not json"), "thing.happened.v1")
+        poison = Envelope(
+            type="thing.happened", source="issuer", tenant="t", data={"n": 0}, id=poison_id
+        )
+        await exchange.publish(aio_pika.Message(poison.to_json()), "thing.happened.v1")
+
+        async def applied_rows() -> list[tuple[uuid.UUID, int]]:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("SELECT event_id, n FROM applied")
+            return [(r["event_id"], r["n"]) for r in rows]
+
+        await _poll(applied_rows, [(event.id, 7)])
+
+        # Both bad messages end in the dead-letter queue instead of looping.
+        dead = await channel.declare_queue(names.dead_letter_queue, durable=True)
+        dead_bodies: list[bytes] = []
+        async with asyncio.timeout(15):
+            while len(dead_bodies) < 2:
+                message = await dead.get(no_ack=True, fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                dead_bodies.append(message.body)
+        assert b"{not json" in dead_bodies
+        assert poison.to_json() in dead_bodies
+        # The poison event was tried twice (once retried), never more; the duplicate applied once.
+        assert attempts.count(poison_id) == 2
+        assert attempts.count(event.id) == 1
+        assert await applied_rows() == [(event.id, 7)]
+        main = await channel.declare_queue(
+            names.queue("test.on_thing"),
+            durable=True,
+            arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+        )
+        assert main.declaration_result.message_count == 0
+    finally:
+        await consumer.close()
+        await broker.close()
+        await publisher.close()

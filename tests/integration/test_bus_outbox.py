@@ -1,0 +1,149 @@
+"""The transactional outbox against real PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared.bus.amqp import Broker, declare_topology
+from shared.bus.envelope import Envelope
+from shared.bus.outbox import OutboxRelay, add_event
+from shared.db import create_pool
+from tests.integration.bus_support import bus_database, private_names
+from tests.proxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+
+def _via_proxy(amqp_url: str, port: int) -> str:
+    parts = urlsplit(amqp_url)
+    netloc = parts.netloc.rsplit("@", 1)
+    auth = netloc[0] + "@" if len(netloc) == 2 else ""
+    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{port}"))
+
+
+@pytest.fixture
+async def pool(tessera_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
+    url = await bus_database(tessera_env, f"outbox_{uuid.uuid4().hex[:8]}")
+    async with create_pool(url) as pool:
+        yield pool
+
+
+async def _collect(queue: aio_pika.abc.AbstractQueue, into: list[Envelope]) -> str:
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        into.append(Envelope.from_json(message.body))
+        await message.ack()
+
+    return await queue.consume(on_message)
+
+
+async def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+def _event(tenant: str = "t1") -> Envelope:
+    return Envelope(type="test.happened", source="issuer", tenant=tenant, data={"n": 1})
+
+
+async def test_event_committed_during_broker_outage_is_delivered_once_after_it_returns(
+    tessera_env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    names = private_names(tessera_env)
+    amqp_url = tessera_env["TESSERA_AMQP_URL"]
+    target = urlsplit(amqp_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+
+    # An observer with its own direct connection sees what reaches the exchange.
+    observer = await aio_pika.connect(amqp_url)
+    channel = await observer.channel()
+    exchange = await declare_topology(channel, names)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "test.happened.v1")
+    received: list[Envelope] = []
+    await _collect(queue, received)
+
+    broker = Broker(_via_proxy(amqp_url, proxy.port), names)
+    await broker.start()
+    await asyncio.wait_for(broker.wait_connected(), 10)
+    relay = OutboxRelay(pool, broker, service="test", poll_interval=0.2)
+    relay.start()
+    try:
+        await proxy.cut()
+        await _wait_for(lambda: not broker.connected)
+
+        committed = _event()
+        async with pool.acquire() as conn, conn.transaction():
+            await add_event(conn, committed)
+        rolled_back = _event()
+        with contextlib.suppress(RuntimeError):
+            async with pool.acquire() as conn, conn.transaction():
+                await add_event(conn, rolled_back)
+                raise RuntimeError("the state change failed")
+
+        # While the broker is unreachable the event waits in the outbox; nothing is lost.
+        await asyncio.sleep(1.0)
+        async with pool.acquire() as conn:
+            pending = await conn.fetch("SELECT event_id FROM outbox")
+        assert [r["event_id"] for r in pending] == [committed.id]
+        assert received == []
+
+        await proxy.start()
+        await _wait_for(lambda: len(received) >= 1, timeout=30)
+        # Give a duplicate every chance to show up before counting.
+        await asyncio.sleep(1.5)
+        assert [e.id for e in received] == [committed.id]
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await relay.stop()
+        await broker.close()
+        await proxy.cut()
+        await observer.close()
+
+
+async def test_relay_started_after_commit_publishes_with_headers(
+    tessera_env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    names = private_names(tessera_env)
+    observer = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
+    channel = await observer.channel()
+    exchange = await declare_topology(channel, names)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "#")
+    messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        messages.append(message)
+        await message.ack()
+
+    await queue.consume(keep)
+    events = [_event() for _ in range(300)]  # more than one relay batch
+    async with pool.acquire() as conn, conn.transaction():
+        for event in events:
+            await add_event(conn, event)
+
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
+    await broker.start()
+    relay = OutboxRelay(pool, broker, service="test")
+    relay.start()
+    try:
+        await _wait_for(lambda: len(messages) >= len(events))
+        assert sorted(m.message_id for m in messages) == sorted(str(e.id) for e in events)
+        first = messages[0]
+        assert first.content_type == "application/json"
+        assert first.type == "test.happened"
+        assert first.routing_key == "test.happened.v1"
+    finally:
+        await relay.stop()
+        await broker.close()
+        await observer.close()

@@ -1,0 +1,46 @@
+"""Events the revocation service consumes: ``key.revoked.v1`` on ``revocation.on_key_revoked``.
+
+A compromised key's tokens are revoked: foreign events become our own ``RevokeToken`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from services.revocation.issuer import IssuerClient
+from services.revocation.revoker import record_revocations
+from shared.bus.consumer import Handler
+from shared.bus.envelope import Envelope
+from shared.errors import Unavailable
+
+log = structlog.get_logger("tessera.revocation.consumers")
+
+KEY_REVOKED = "key.revoked.v1"
+ON_KEY_REVOKED = "revocation.on_key_revoked"
+
+
+def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, Handler]]:
+    """``{consumer: {routing key: handler}}`` for ``shared.service.event_consumers``."""
+
+    async def on_key_revoked(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        kid = envelope.data.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise ValueError("key.revoked without a kid")
+        try:
+            targets = await issuer().active(envelope.tenant, "kid", kid)
+        except Unavailable as exc:
+            # The issuer being down is not the message's fault: the consumer requeues
+            # connection errors instead of dead-lettering them.
+            raise ConnectionError(str(exc)) from None
+        revocations, created = await record_revocations(
+            conn, envelope.tenant, targets, reason="key_revoked", actor=None, now=datetime.now(UTC)
+        )
+        log.info(
+            "key revoked", tenant=envelope.tenant, kid=kid, tokens=len(revocations), created=created
+        )
+
+    return {ON_KEY_REVOKED: {KEY_REVOKED: on_key_revoked}}

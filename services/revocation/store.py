@@ -1,0 +1,160 @@
+"""All SQL of the revocation service: one function per query, the caller owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from services.revocation.domain import Revocation
+
+_COLUMNS = (
+    "seq, tenant, token_id, jti, display_id, subject, kind, family_id, expires_at, revoked_at,"
+    " reason, kid"
+)
+# Any constant works; it only has to be the same in every replica.
+PRUNE_LOCK = 7_345_210_301
+
+
+def _revocation(row: asyncpg.Record) -> Revocation:
+    return Revocation(**dict(row))
+
+
+async def lock_sequence(conn: asyncpg.Connection) -> int:
+    """The current seq, row-locked until the transaction ends (serialises revocations)."""
+    seq: int = await conn.fetchval("SELECT seq FROM revocation_counter WHERE singleton FOR UPDATE")
+    return seq
+
+
+async def store_sequence(conn: asyncpg.Connection, seq: int) -> None:
+    await conn.execute("UPDATE revocation_counter SET seq = $1 WHERE singleton", seq)
+
+
+async def fetch_current_seq(conn: asyncpg.Connection) -> int:
+    seq: int = await conn.fetchval("SELECT seq FROM revocation_counter WHERE singleton")
+    return seq
+
+
+async def fetch_pruned_through(conn: asyncpg.Connection) -> int:
+    seq: int = await conn.fetchval("SELECT pruned_through FROM revocation_pruning WHERE singleton")
+    return seq
+
+
+async def fetch_by_token_ids(
+    conn: asyncpg.Connection, tenant: str, token_ids: list[str]
+) -> list[Revocation]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM revocations WHERE tenant = $1 AND token_id = ANY($2::text[])",
+        tenant,
+        token_ids,
+    )
+    return [_revocation(row) for row in rows]
+
+
+async def insert_revocation(
+    conn: asyncpg.Connection, revocation: Revocation, actor: str | None
+) -> None:
+    r = revocation
+    await conn.execute(
+        f"""INSERT INTO revocations ({_COLUMNS}, actor)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+        r.seq,
+        r.tenant,
+        r.token_id,
+        r.jti,
+        r.display_id,
+        r.subject,
+        r.kind,
+        r.family_id,
+        r.expires_at,
+        r.revoked_at,
+        r.reason,
+        r.kid,
+        actor,
+    )
+
+
+async def fetch_feed(
+    conn: asyncpg.Connection, since: int, upto: int, limit: int, tenant: str | None
+) -> list[Revocation]:
+    """Revocations with ``since < seq <= upto`` in seq order, at most ``limit``."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM revocations
+            WHERE seq > $1 AND seq <= $2 AND ($4::text IS NULL OR tenant = $4)
+            ORDER BY seq LIMIT $3""",
+        since,
+        upto,
+        limit,
+        tenant,
+    )
+    return [_revocation(row) for row in rows]
+
+
+async def fetch_snapshot_json(
+    conn: asyncpg.Connection,
+    after_seq: int,
+    as_of: int,
+    limit: int,
+    tenant: str | None,
+    now: datetime,
+) -> tuple[str, int | None, int]:
+    """One snapshot page rendered as a JSON array by PostgreSQL (fast for big bootstraps).
+
+    Returns (json array text, last seq on the page or None, rows on the page). The caller sets
+    the session time zone to UTC so timestamps render as ``…+00:00``.
+    """
+    row = await conn.fetchrow(
+        """SELECT coalesce(json_agg(r ORDER BY r.seq), '[]'::json)::text AS page,
+                  max(r.seq) AS last_seq, count(*) AS n
+           FROM (SELECT seq, tenant, token_id, jti, display_id, subject, kind, family_id,
+                        expires_at, revoked_at, reason
+                 FROM revocations
+                 WHERE seq > $1 AND seq <= $2 AND ($4::text IS NULL OR tenant = $4)
+                   AND (expires_at IS NULL OR expires_at > $5)
+                 ORDER BY seq LIMIT $3) r""",
+        after_seq,
+        as_of,
+        limit,
+        tenant,
+        now,
+    )
+    return row["page"], row["last_seq"], row["n"]
+
+
+async def use_utc(conn: asyncpg.Connection) -> None:
+    """Render timestamps in UTC for the rest of this transaction."""
+    await conn.execute("SET LOCAL TIME ZONE 'UTC'")
+
+
+async def try_prune_lock(conn: asyncpg.Connection) -> bool:
+    """Only one replica prunes at a time; the others skip this round."""
+    got: bool = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK)
+    return got
+
+
+async def delete_expired(
+    conn: asyncpg.Connection, before: datetime, limit: int
+) -> tuple[int, int | None]:
+    """Delete up to ``limit`` revocations of tokens expired before ``before``.
+
+    Returns (how many, the highest seq deleted or None).
+    """
+    row = await conn.fetchrow(
+        """WITH gone AS (
+               DELETE FROM revocations WHERE seq IN (
+                   SELECT seq FROM revocations WHERE expires_at < $1
+                   ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+               RETURNING seq)
+           SELECT count(*) AS n, max(seq) AS last FROM gone""",
+        before,
+        limit,
+    )
+    return row["n"], row["last"]
+
+
+async def raise_pruned_through(conn: asyncpg.Connection, seq: int) -> None:
+    await conn.execute(
+        """UPDATE revocation_pruning SET pruned_through = greatest(pruned_through, $1)
+           WHERE singleton""",
+        seq,
+    )

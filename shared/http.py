@@ -14,7 +14,15 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from shared.errors import BadRequest, PayloadTooLarge, TesseraError, Unavailable
-from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id, request_id_var
+from shared.logging import (
+    ACTOR_HEADER,
+    REQUEST_ID_HEADER,
+    accept_request_id,
+    actor_var,
+    bind_actor,
+    bind_request_id,
+    request_id_var,
+)
 
 log = structlog.get_logger("tessera.http")
 
@@ -58,6 +66,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     sent_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = accept_request_id(sent_id)
     bind_request_id(request_id)
+    bind_actor(request.headers.get(ACTOR_HEADER))
     service = request.app.get(SERVICE_NAME, "tessera")
     started = time.perf_counter()
     status = 500
@@ -185,6 +194,9 @@ async def _propagate_request_id(
     request_id = request_id_var.get()
     if request_id and REQUEST_ID_HEADER not in request.headers:
         request.headers[REQUEST_ID_HEADER] = request_id
+    actor = actor_var.get()
+    if actor and ACTOR_HEADER not in request.headers:
+        request.headers[ACTOR_HEADER] = actor
     return await handler(request)
 
 

@@ -17,7 +17,11 @@ from typing import Any
 import structlog
 
 REQUEST_ID_HEADER = "X-Request-ID"
+ACTOR_HEADER = "X-Tessera-Actor"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Who asked for the current operation (``subject@tenant``), for the audit trail; the gateway
+# binds it after authenticating, internal calls carry it in ACTOR_HEADER.
+actor_var: ContextVar[str | None] = ContextVar("actor", default=None)
 
 # Keys whose values are never written, whatever they hold.
 _SECRET_KEY = re.compile(
@@ -119,6 +123,13 @@ def accept_request_id(value: str | None) -> str:
 def bind_request_id(request_id: str) -> None:
     request_id_var.set(request_id)
     structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
+def bind_actor(actor: str | None) -> None:
+    """Record who is acting in this request (never a credential: a ``subject@tenant`` name)."""
+    if actor and len(actor) <= 512 and actor.isprintable():
+        actor_var.set(actor)
+        structlog.contextvars.bind_contextvars(actor=actor)
 
 
 def get_logger(name: str | None = None) -> Any:

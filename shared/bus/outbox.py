@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.amqp import Broker
 from shared.bus.envelope import Envelope
-from shared.logging import REQUEST_ID_HEADER, request_id_var
+from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
 
 log = structlog.get_logger("tessera.outbox")
 
@@ -29,13 +29,31 @@ PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["serv
 
 
 async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    """Queue an event in the caller's transaction (call it inside ``conn.transaction()``)."""
+    """Queue an event in the caller's transaction (call it inside ``conn.transaction()``).
+
+    The same transaction appends the event to the service's audit trail, with the actor and
+    request id of the operation that caused it.
+    """
+    request_id = request_id_var.get()
     await conn.execute(
         """INSERT INTO outbox (event_id, routing_key, body, request_id) VALUES ($1, $2, $3, $4);""",
         envelope.id,
         envelope.routing_key,
         envelope.to_json(),
-        request_id_var.get(),
+        request_id,
+    )
+    await conn.execute(
+        """INSERT INTO audit_log
+               (event_id, occurred_at, tenant, action, source, actor, request_id, data)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        envelope.id,
+        envelope.occurred_at,
+        envelope.tenant,
+        envelope.type,
+        envelope.source,
+        actor_var.get(),
+        request_id,
+        envelope.data,
     )
     # Delivered at commit only, so the relay wakes exactly when there is something to send.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")

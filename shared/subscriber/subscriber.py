@@ -1,0 +1,352 @@
+"""The subscriber: a local, event-fed copy of the revocation set plus local JWT verification.
+
+Start-up binds the subscriber's own exclusive, auto-delete queue first (every replica needs
+every event), then loads the snapshot, then reads the feed from the snapshot's ``as_of``: no
+revocation committed in between can be missed. From then on ``token.revoked.v1`` events are
+applied as they arrive, at once and whatever their order (a revocation only ever refuses more).
+The sequence number tells the subscriber whether it has seen everything: a gap is filled from
+the feed, a duplicate or a late event changes nothing, and the feed is also polled now and
+then so even a lost last event is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import aiohttp
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from shared.bus.envelope import Envelope, EnvelopeError
+from shared.subscriber import metrics
+from shared.subscriber.config import InvalidToken, SubscriberConfig
+from shared.subscriber.feed import FeedClient, FeedUnavailable
+from shared.subscriber.jwks import JwksCache, unverified_parts, verify_signature
+from shared.subscriber.revset import RevocationSet
+from shared.tokens import classify
+
+log = structlog.get_logger("tessera.subscriber")
+
+TOKEN_REVOKED = "token.revoked.v1"
+KEY_REVOKED = "key.revoked.v1"
+Listener = Callable[[dict[str, Any]], None]
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).timestamp()
+
+
+class Subscriber:
+    """Holds the revocation set current and verifies Tessera JWTs locally."""
+
+    def __init__(self, config: SubscriberConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self._revoked = RevocationSet()
+        self._feed = FeedClient(session, config.revocations_url, config.headers)
+        self._jwks = JwksCache(
+            session,
+            config.jwks_url_template,
+            config.headers,
+            default_max_age=config.jwks_default_max_age,
+            refetch_interval=config.jwks_refetch_interval,
+        )
+        self._listeners: list[Listener] = []
+        self.seq = 0  # every revocation with a seq at or below this one has been applied
+        self._ahead: set[int] = set()  # seqs applied beyond self.seq (a gap before them)
+        self._bootstrapped = False
+        self._current_at = time.monotonic()  # when this subscriber was last known current
+        self._broker_up = False
+        self._wake = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+        self._connection: AbstractRobustConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        labels = (config.name,)
+        metrics.LAG.labels(*labels).set_function(lambda: self.lag_seconds)
+        metrics.SEQ.labels(*labels).set_function(lambda: self.seq)
+        metrics.HELD.labels(*labels).set_function(lambda: len(self._revoked))
+
+    # --- public interface --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the queue, load the snapshot (or catch up from the feed), then follow events.
+
+        Raises :class:`FeedUnavailable` if the feed cannot be read within
+        ``config.start_timeout``; the broker may be down (events then come from polling the
+        feed until it returns).
+        """
+        timeout = self.config.start_timeout
+        await self._connect_broker(wait=min(timeout, 5.0))
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            try:
+                await self._catch_up()
+                break
+            except FeedUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("revocation feed unavailable, retrying", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._tasks.append(asyncio.create_task(self._follow(), name="subscriber-sync"))
+
+    async def close(self) -> None:
+        """Stop following: the queue goes away with the connection."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+        self._broker_up = False
+
+    def is_revoked(self, token_id: str) -> bool:
+        """True when a token known by this token id, jti or display id is revoked."""
+        return token_id in self._revoked
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call ``callback(revocation)`` for each newly applied revocation."""
+        self._listeners.append(callback)
+
+    def apply(self, revocation: dict[str, Any]) -> bool:
+        """Apply a revocation known locally (e.g. a revoke reply) at once; True when new."""
+        return self._accept(revocation)
+
+    @property
+    def lag_seconds(self) -> float:
+        """Seconds since this subscriber was last known to hold every revocation (0: current)."""
+        if self._bootstrapped and self._broker_up and not self._ahead:
+            self._current_at = time.monotonic()
+            return 0.0
+        return time.monotonic() - self._current_at
+
+    @property
+    def size(self) -> int:
+        """How many identifiers the set holds."""
+        return len(self._revoked)
+
+    async def verify_jwt(self, token: str) -> dict[str, Any]:
+        """The claims of a valid, unrevoked Tessera JWT, or :class:`InvalidToken`."""
+        if classify(token) != "jwt":
+            raise InvalidToken("not_a_jwt")
+        tenant, kid = unverified_parts(token)
+        key = await self._jwks.key(tenant, kid)
+        if key is None:
+            raise InvalidToken("unknown_kid")
+        claims = verify_signature(token, key, tenant, self.config.leeway)
+        if claims["jti"] in self._revoked:
+            raise InvalidToken("revoked")
+        return claims
+
+    # --- applying revocations ----------------------------------------------------------
+
+    def _accept(self, revocation: dict[str, Any], *, notify: bool = True) -> bool:
+        token_id = revocation.get("token_id")
+        if not isinstance(token_id, str) or not token_id:
+            raise ValueError("a revocation needs a token_id")
+        now = time.time()
+        new = self._revoked.add(
+            token_id,
+            revocation.get("jti"),
+            revocation.get("display_id"),
+            _epoch(revocation.get("expires_at")),
+            now,
+        )
+        seq = revocation.get("seq")
+        if isinstance(seq, int) and seq > self.seq:
+            self._advance(seq)
+        if new and notify:
+            revoked_at = _epoch(revocation.get("revoked_at"))
+            if revoked_at is not None:
+                metrics.PROPAGATION.labels(self.config.name).observe(max(0.0, now - revoked_at))
+            for listener in self._listeners:
+                try:
+                    listener(revocation)
+                except Exception:
+                    log.exception("revocation listener failed")
+        return new
+
+    def _advance(self, seq: int) -> None:
+        if seq == self.seq + 1 and self._bootstrapped:
+            self.seq = seq
+            while self.seq + 1 in self._ahead:
+                self.seq += 1
+                self._ahead.discard(self.seq)
+            return
+        if not self._ahead and self._bootstrapped:
+            # We were current until this event showed us a gap.
+            self._current_at = time.monotonic()
+        self._ahead.add(seq)
+        self._wake.set()
+
+    def _covered_through(self, seq: int) -> None:
+        """Everything up to ``seq`` is applied (the feed or snapshot said so)."""
+        if seq > self.seq:
+            self.seq = seq
+        self._ahead = {s for s in self._ahead if s > self.seq}
+        while self.seq + 1 in self._ahead:
+            self.seq += 1
+            self._ahead.discard(self.seq)
+
+    # --- bootstrap and catch-up --------------------------------------------------------
+
+    async def _bootstrap(self) -> None:
+        started = time.monotonic()
+        as_of = 0
+        add = self._revoked.add
+        count = 0
+        async for page_as_of, page in self._feed.snapshot(self.config.snapshot_page):
+            as_of = page_as_of
+            now = time.time()
+            for r in page:
+                add(r["token_id"], r["jti"], r["display_id"], _epoch(r["expires_at"]), now)
+            count += len(page)
+        self._bootstrapped = True
+        self._covered_through(as_of)
+        log.info(
+            "revocations bootstrapped",
+            subscriber=self.config.name,
+            as_of=as_of,
+            revocations=count,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _catch_up(self) -> None:
+        """Read the feed from ``seq`` to its end (or re-bootstrap when far behind)."""
+        async with self._sync_lock:
+            started = time.monotonic()
+            if not self._bootstrapped:
+                await self._bootstrap()
+            had_gap = bool(self._ahead)
+            while True:
+                page = await self._feed.since(self.seq, self.config.feed_page)
+                behind = page.current_seq - self.seq
+                if page.current_seq < self.seq or (
+                    behind > self.config.rebootstrap_after and self.seq < page.pruned_through
+                ):
+                    log.warning("far behind the feed, re-bootstrapping", seq=self.seq)
+                    self._bootstrapped = False
+                    await self._bootstrap()
+                    continue
+                for revocation in page.revocations:
+                    self._accept(revocation)
+                self._covered_through(page.next_since)
+                if len(page.revocations) < self.config.feed_page:
+                    break
+            if had_gap:
+                metrics.GAPS.labels(self.config.name).inc()
+            if not self._ahead:
+                self._current_at = started
+
+    async def _follow(self) -> None:
+        """Fill gaps when events reveal one, poll the feed now and then, drop expired entries."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+            if self._ahead:
+                # Out-of-order deliveries usually close a gap by themselves within moments.
+                await asyncio.sleep(self.config.gap_wait)
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except FeedUnavailable as exc:
+                log.warning("revocation feed unavailable", error=str(exc))
+                await asyncio.sleep(min(self.config.poll_interval, 1.0))
+                self._wake.set()
+            self._revoked.prune(time.time() - self.config.expiry_grace)
+
+    # --- the broker --------------------------------------------------------------------
+
+    async def _connect_broker(self, wait: float) -> None:
+        task = asyncio.create_task(self._connect_forever(), name="subscriber-amqp")
+        self._tasks.append(task)
+        # Give the first connection a moment, so events flow before the snapshot is read.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), wait)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._bind_queue()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("broker unreachable, following the feed", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _bind_queue(self) -> None:
+        names = self.config.amqp_names
+        connection = await aio_pika.connect_robust(
+            self.config.amqp_url,
+            reconnect_interval=1,
+            client_properties={"connection_name": f"tessera-subscriber-{self.config.name}"},
+        )
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=256)
+            exchange = await channel.declare_exchange(
+                names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(
+                names.queue(f"{self.config.name}.revocations.{uuid.uuid4().hex[:12]}"),
+                exclusive=True,
+                auto_delete=True,
+            )
+            for key in (TOKEN_REVOKED, KEY_REVOKED):
+                await queue.bind(exchange, key)
+            # No acks: the queue is this process's alone and dies with it, and what it misses
+            # while away comes from the feed.
+            await queue.consume(self._on_message, no_ack=True)
+        except BaseException:
+            await connection.close()
+            raise
+        connection.close_callbacks.add(self._on_broker_lost)
+        connection.reconnect_callbacks.add(self._on_broker_back)
+        self._connection = connection
+        self._broker_up = True
+
+    def _on_broker_lost(self, *_args: Any) -> None:
+        if self._broker_up:
+            self._current_at = time.monotonic()
+        self._broker_up = False
+
+    def _on_broker_back(self, *_args: Any) -> None:
+        # Events published while the queue was gone are in the feed: read it now.
+        self._broker_up = True
+        self._wake.set()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = Envelope.from_json(message.body)
+        except EnvelopeError as exc:
+            log.warning("unparseable event ignored", reason=str(exc))
+            return
+        if envelope.routing_key == KEY_REVOKED:
+            kid = envelope.data.get("kid")
+            if isinstance(kid, str):
+                self._jwks.drop_kid(kid)
+                log.info("signing key revoked", tenant=envelope.tenant, kid=kid)
+            return
+        if envelope.routing_key != TOKEN_REVOKED:
+            return
+        revocation = {**envelope.data, "seq": envelope.seq, "tenant": envelope.tenant}
+        try:
+            self._accept(revocation)
+        except (ValueError, TypeError) as exc:
+            log.warning("malformed revocation event ignored", error=str(exc))

@@ -1,0 +1,276 @@
+"""docker-compose.yml really wires up: every service started exactly as the file says.
+
+There is no Docker engine here, so each container's ``command`` and ``environment`` are taken
+from the file (interpolated from .env.example with the secrets filled in, as ``docker compose``
+does with .env) and run as local processes (deploy/local.py). Only what a container network
+provides is translated: the hostnames ``postgres``/``rabbitmq`` become this machine's servers,
+``keys``/``issuer``/... become 127.0.0.1, and the four listening ports move to free ones,
+consistently in every variable that names them. Start order and health gating follow the file's
+``depends_on`` conditions, checked with the file's own health checks. Then one Databricks token
+goes through create -> use -> revoke via the published gateway port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from deploy.local import (
+    AddressMap,
+    Running,
+    base_environment,
+    http_get,
+    run,
+    start,
+    stop,
+    wait_until,
+)
+from deploy.render import ENV_EXAMPLE, ROOT, load_compose, read_env_file, service_environment
+from shared.settings import DATABASE_SERVICES, service_database_url
+from tests.conftest import Infra, free_port_block
+
+pytestmark = pytest.mark.integration
+
+TESSERA = ("gateway", "issuer", "revocation", "keys")
+INIT_SCRIPT = ROOT / "deploy" / "postgres-init" / "10-create-databases.sh"
+
+
+@dataclass
+class ComposeRun:
+    """The compose services as local processes, with each one's translated environment."""
+
+    compose: dict[str, Any]
+    envs: dict[str, dict[str, str]]
+    ports: dict[str, int]
+    running: dict[str, Running]
+
+    @property
+    def gateway(self) -> str:
+        published = self.compose["services"]["gateway"]["ports"][0]
+        assert published == "8080:8080"
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def exec(self, service: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        """``docker compose exec SERVICE argv...``: a command with that container's env."""
+        return run(list(argv), self.envs[service])
+
+
+def dotenv(tessera_env: dict[str, str], prefix: str) -> dict[str, str]:
+    """What an operator's .env holds: .env.example with its required secrets filled in."""
+    values = read_env_file(ENV_EXAMPLE)
+    values.update(
+        TESSERA_KEK=tessera_env["TESSERA_KEK"],
+        TESSERA_TOKEN_PEPPER=tessera_env["TESSERA_TOKEN_PEPPER"],
+        # Credentials of the compose-run servers; this machine's own replace them below.
+        POSTGRES_PASSWORD="compose-postgres-password",
+        RABBITMQ_PASSWORD="compose-rabbitmq-password",
+        TESSERA_DATABASE_PREFIX=prefix,
+    )
+    return values
+
+
+def address_map(compose: dict[str, Any], infra: Infra, ports: dict[str, int]) -> AddressMap:
+    addresses = AddressMap()
+    db, amqp = urlsplit(infra.database_url), urlsplit(infra.amqp_url)
+    db_user = db.netloc.rsplit("@", 1)[0] if "@" in db.netloc else ""
+    amqp_user = amqp.netloc.rsplit("@", 1)[0] if "@" in amqp.netloc else ""
+    # The postgres and rabbitmq services of the file, at their standard ports.
+    assert {"postgres", "rabbitmq"} <= set(compose["services"])
+    addresses.add(("postgres", 5432), (db.hostname or "", db.port or 5432), db_user)
+    addresses.add(("rabbitmq", 5672), (amqp.hostname or "", amqp.port or 5672), amqp_user)
+    for name in TESSERA:
+        inside = int(service_environment(compose["services"][name])[f"TESSERA_{name.upper()}_PORT"])
+        addresses.add((name, inside), ("127.0.0.1", ports[name]))
+    return addresses
+
+
+def translate(
+    env: dict[str, str], addresses: AddressMap, ports: dict[str, int], isolation: dict[str, str]
+) -> dict[str, str]:
+    """A service's compose environment as it runs here (see the module docstring)."""
+    out = dict(env)
+    for key, value in env.items():
+        if key in ("TESSERA_DATABASE_URL", "TESSERA_AMQP_URL") or (
+            key.endswith("_URL")
+            and key.removeprefix("TESSERA_").removesuffix("_URL").lower() in TESSERA
+        ):
+            default = {"TESSERA_DATABASE_URL": 5432, "TESSERA_AMQP_URL": 5672}.get(key, 80)
+            out[key] = addresses.url(value, default)
+    for name in TESSERA:
+        if f"TESSERA_{name.upper()}_PORT" in out:
+            out[f"TESSERA_{name.upper()}_PORT"] = str(ports[name])
+    clash = set(isolation) & set(env)
+    assert not clash, f"the compose file now sets {clash}; the test must not override them"
+    return {**base_environment(), **out, **isolation}
+
+
+def startup_order(services: dict[str, Any]) -> list[str]:
+    """Services sorted so each comes after everything it depends_on (as compose starts them)."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"dependency cycle {(*path, name)}"
+        if name in order:
+            return
+        for target in services[name].get("depends_on", {}):
+            visit(target, (*path, name))
+        order.append(name)
+
+    for name in services:
+        visit(name, ())
+    return order
+
+
+def healthy(service: dict[str, Any], env: dict[str, str]) -> bool:
+    """Run the service's compose health check the way Docker does (CMD form): exit 0 = healthy."""
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD", "health checks run without a shell in the slim image"
+    return run(test[1:], env, timeout=10).returncode == 0
+
+
+def wait_healthy(compose_run: ComposeRun, name: str) -> None:
+    service, running = compose_run.compose["services"][name], compose_run.running[name]
+
+    def check() -> bool:
+        if running.process.poll() is not None:
+            raise AssertionError(f"{name} exited {running.process.returncode}:\n{running.logs()}")
+        return healthy(service, compose_run.envs[name])
+
+    try:
+        wait_until(check, f"compose health check of {name}", timeout=45)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{running.logs()[-3000:]}") from None
+
+
+def create_databases(
+    postgres_env: dict[str, str], infra: Infra
+) -> subprocess.CompletedProcess[str]:
+    """Run the postgres service's init script as its entrypoint would, against this server."""
+    assert shutil.which("psql"), "psql (PostgreSQL's client) is needed to run the init script"
+    db = urlsplit(infra.database_url)
+    env = {
+        **base_environment(),
+        **postgres_env,
+        "POSTGRES_USER": db.username or "postgres",
+        "PGHOST": db.hostname or "127.0.0.1",
+        "PGPORT": str(db.port or 5432),
+    }
+    if db.password:
+        env["PGPASSWORD"] = db.password
+    return subprocess.run([str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def drop_databases(env: dict[str, str]) -> None:
+    from shared.db import drop_database
+
+    async def drop() -> None:
+        for service in DATABASE_SERVICES:
+            with contextlib.suppress(Exception):
+                await drop_database(service_database_url(env, service))
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="module")
+def compose_run(
+    tessera_env: dict[str, str], infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ComposeRun]:
+    # Names of their own, derived from this session's, so the `stack` fixture of the e2e tests
+    # (same session) never shares a database or a queue with these processes.
+    prefix = f"{tessera_env['TESSERA_DATABASE_PREFIX']}_compose"
+    isolation = {
+        "TESSERA_AMQP_EXCHANGE": f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.compose",
+        "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.compose",
+        "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}compose.",
+    }
+    compose = load_compose(dotenv(tessera_env, prefix))
+    base = free_port_block(4)
+    ports = {name: base + i for i, name in enumerate(TESSERA)}
+    addresses = address_map(compose, infra, ports)
+    services = compose["services"]
+    envs = {
+        name: translate(service_environment(services[name]), addresses, ports, isolation)
+        for name in (*TESSERA, "migrate")
+    }
+    log_dir = tmp_path_factory.mktemp("compose")
+    result = ComposeRun(compose, envs, ports, {})
+    try:
+        init = create_databases(service_environment(services["postgres"]), infra)
+        assert init.returncode == 0, init.stderr
+        migrate = run(services["migrate"]["command"], envs["migrate"])
+        assert migrate.returncode == 0, migrate.stderr
+        for name in startup_order(services):
+            if name not in TESSERA:
+                continue
+            for target, rule in services[name].get("depends_on", {}).items():
+                if rule["condition"] == "service_healthy" and target in TESSERA:
+                    wait_healthy(result, target)
+            result.running[name] = start(name, services[name]["command"], envs[name], log_dir)
+        for name in TESSERA:
+            wait_healthy(result, name)
+        yield result
+    finally:
+        stop(list(result.running.values()))
+        drop_databases(envs["migrate"])
+
+
+def test_init_script_creates_exactly_the_databases_each_service_uses(
+    compose_run: ComposeRun,
+) -> None:
+    import asyncpg
+
+    env = compose_run.envs["migrate"]
+
+    async def names() -> set[str]:
+        conn = await asyncpg.connect(
+            service_database_url(env, "keys").rsplit("/", 1)[0] + "/postgres"
+        )
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1",
+                env["TESSERA_DATABASE_PREFIX"] + "\\_%",
+            )
+        finally:
+            await conn.close()
+        return {row["datname"] for row in rows}
+
+    expected = {urlsplit(service_database_url(env, s)).path[1:] for s in DATABASE_SERVICES}
+    assert asyncio.run(names()) == expected
+
+
+def test_every_service_is_healthy_and_ready_on_the_port_the_file_gives_it(
+    compose_run: ComposeRun,
+) -> None:
+    for name in TESSERA:
+        port = compose_run.ports[name]
+        for path in ("/healthz", "/readyz"):
+            status, _ = http_get(f"http://127.0.0.1:{port}{path}")
+            assert status == 200, (name, path)
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and b"# TYPE" in body, name
+
+
+def test_image_healthcheck_finds_each_service_port_from_its_command(
+    compose_run: ComposeRun,
+) -> None:
+    """The Dockerfile HEALTHCHECK, pointed at each service's process instead of PID 1."""
+    from tests.unit.test_deploy_manifests import healthcheck_code
+
+    code = healthcheck_code()
+    assert "/proc/1/cmdline" in code
+    for name, running in compose_run.running.items():
+        local = code.replace("/proc/1/", f"/proc/{running.process.pid}/")
+        assert run(["python", "-c", local], compose_run.envs[name]).returncode == 0, name
+    # And it fails when nothing answers on that service's port.
+    gone = dict(compose_run.envs["keys"], TESSERA_KEYS_PORT=str(free_port_block(1)))
+    keys_pid = compose_run.running["keys"].process.pid
+    local = code.replace("/proc/1/", f"/proc/{keys_pid}/")
+    assert run(["python", "-c", local], gone).returncode != 0

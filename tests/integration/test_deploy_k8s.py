@@ -1,0 +1,281 @@
+"""The Kubernetes manifests match what the services really serve.
+
+Each container of the rendered kustomize base (deploy/render.py) runs as a local process with
+exactly its command and the environment the manifests build for it: ``envFrom`` the ConfigMap,
+``secretKeyRef`` values from the Secret template (its CHANGE-ME values filled in, as an operator
+does), secret volumes written to a temporary directory standing in for their ``mountPath``.
+Service names resolve through each Service's selector and targetPort to the Deployment's
+containerPort, which is moved to a free local port consistently. The migration Job runs first;
+then every probe path of every Deployment, and its Prometheus annotation, is called on its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from deploy.local import (
+    AddressMap,
+    Running,
+    base_environment,
+    http_get,
+    run,
+    start,
+    stop,
+    wait_until,
+)
+from deploy.render import K8S_BASE, render_kustomization
+from shared.settings import DATABASE_SERVICES, service_database_url
+from tests.conftest import Infra, free_port_block
+
+pytestmark = pytest.mark.integration
+
+TESSERA = ("gateway", "issuer", "revocation", "keys")
+
+
+@dataclass
+class Pod:
+    """One Deployment's container as it runs here: its spec, environment and local port."""
+
+    deployment: dict[str, Any]
+    env: dict[str, str]
+    port: int
+    running: Running | None = None
+
+    @property
+    def container(self) -> dict[str, Any]:
+        (container,) = self.deployment["spec"]["template"]["spec"]["containers"]
+        return dict(container)
+
+    def container_port(self, port: int | str) -> int:
+        """A probe's port (a name or a number) resolved against the container's ports."""
+        for declared in self.container["ports"]:
+            if port in (declared["name"], declared["containerPort"]):
+                return int(declared["containerPort"])
+        raise AssertionError(f"port {port!r} is not declared by {self.container['name']}")
+
+
+def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {r["metadata"]["name"]: r for r in rendered if r["kind"] == kind}
+
+
+def filled_secret(tessera_env: dict[str, str]) -> dict[str, str]:
+    """secret.example.yaml with its placeholders replaced, as the operator is told to."""
+    (template,) = [
+        d for d in yaml.safe_load_all((K8S_BASE / "secret.example.yaml").read_text()) if d
+    ]
+    data = dict(template["stringData"])
+    assert all("CHANGE-ME" in value for value in data.values())
+    data["kek"] = tessera_env["TESSERA_KEK"]
+    data["token-pepper"] = tessera_env["TESSERA_TOKEN_PEPPER"]
+    # database-url and amqp-url keep their form; AddressMap points them at this machine.
+    return data
+
+
+def service_addresses(
+    rendered: list[dict[str, Any]], infra: Infra, local_ports: dict[str, int]
+) -> AddressMap:
+    """Each Service (name, port) -> the local port of the Deployment its selector picks."""
+    addresses = AddressMap()
+    db, amqp = urlsplit(infra.database_url), urlsplit(infra.amqp_url)
+    addresses.add(
+        ("postgres", 5432),
+        (db.hostname or "", db.port or 5432),
+        db.netloc.rsplit("@", 1)[0] if "@" in db.netloc else "",
+    )
+    addresses.add(
+        ("rabbitmq", 5672),
+        (amqp.hostname or "", amqp.port or 5672),
+        amqp.netloc.rsplit("@", 1)[0] if "@" in amqp.netloc else "",
+    )
+    deployments = by_kind(rendered, "Deployment")
+    for name, service in by_kind(rendered, "Service").items():
+        selector = service["spec"]["selector"]
+        picked = [
+            d
+            for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(picked) == 1, f"Service {name} selects {len(picked)} Deployments"
+        (container,) = picked[0]["spec"]["template"]["spec"]["containers"]
+        component = picked[0]["spec"]["template"]["metadata"]["labels"][
+            "app.kubernetes.io/component"
+        ]
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            declared = [p for p in container["ports"] if target in (p["name"], p["containerPort"])]
+            assert declared, f"Service {name} targets port {target!r}, which the pod lacks"
+            addresses.add((name, int(port["port"])), ("127.0.0.1", local_ports[component]))
+    return addresses
+
+
+def container_env(
+    pod_spec: dict[str, Any],
+    config: dict[str, dict[str, Any]],
+    secret: dict[str, str],
+    secret_dir: Path,
+) -> dict[str, str]:
+    """What the kubelet gives the container: envFrom, then env (later entries win)."""
+    (container,) = pod_spec["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(config[source["configMapRef"]["name"]]["data"])
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif "secretKeyRef" in var["valueFrom"]:
+            env[var["name"]] = secret[var["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            ref = var["valueFrom"]["configMapKeyRef"]
+            env[var["name"]] = config[ref["name"]]["data"][ref["key"]]
+    # Secret volumes: write the files, and point variables naming the mount path at them.
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" not in volume:
+            continue
+        local = secret_dir / container["name"] / mount["name"]
+        local.mkdir(parents=True)
+        for item in volume["secret"]["items"]:
+            (local / item["path"]).write_text(secret[item["key"]])
+        for key, value in env.items():
+            if value.startswith(mount["mountPath"] + "/"):
+                env[key] = str(local) + value[len(mount["mountPath"]) :]
+    return env
+
+
+def translate(
+    env: dict[str, str], addresses: AddressMap, ports: dict[str, int], isolation: dict[str, str]
+) -> dict[str, str]:
+    out = dict(env)
+    for key, value in env.items():
+        if key == "TESSERA_DATABASE_URL":
+            out[key] = addresses.url(value, 5432)
+        elif key == "TESSERA_AMQP_URL":
+            out[key] = addresses.url(value, 5672)
+        elif (
+            key.endswith("_URL")
+            and key.removeprefix("TESSERA_").removesuffix("_URL").lower() in TESSERA
+        ):
+            out[key] = addresses.url(value, 80)
+    for name in TESSERA:
+        if f"TESSERA_{name.upper()}_PORT" in out:
+            out[f"TESSERA_{name.upper()}_PORT"] = str(ports[name])
+    return {**base_environment(), **out, **isolation}
+
+
+def drop_databases(env: dict[str, str]) -> None:
+    from shared.db import drop_database
+
+    async def drop() -> None:
+        for service in DATABASE_SERVICES:
+            with contextlib.suppress(Exception):
+                await drop_database(service_database_url(env, service))
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="module")
+def pods(
+    tessera_env: dict[str, str], infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Pod]]:
+    rendered = render_kustomization()
+    config = by_kind(rendered, "ConfigMap")
+    secret = filled_secret(tessera_env)
+    base = free_port_block(4)
+    ports = {name: base + i for i, name in enumerate(TESSERA)}
+    addresses = service_addresses(rendered, infra, ports)
+    # Names of their own, derived from this session's (see test_deploy_compose.py).
+    isolation = {
+        "TESSERA_DATABASE_PREFIX": f"{tessera_env['TESSERA_DATABASE_PREFIX']}_k8s",
+        "TESSERA_AMQP_EXCHANGE": f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.k8s",
+        "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.k8s",
+        "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}k8s.",
+    }
+    secret_dir = tmp_path_factory.mktemp("k8s-secrets")
+    log_dir = tmp_path_factory.mktemp("k8s-logs")
+
+    (job,) = by_kind(rendered, "Job").values()
+    job_env = translate(
+        container_env(job["spec"]["template"]["spec"], config, secret, secret_dir),
+        addresses,
+        ports,
+        isolation,
+    )
+    result: dict[str, Pod] = {}
+    for name in ("keys", "issuer", "revocation", "gateway"):
+        deployment = by_kind(rendered, "Deployment")[f"tessera-{name}"]
+        pod_spec = deployment["spec"]["template"]["spec"]
+        env = container_env(pod_spec, config, secret, secret_dir)
+        (declared,) = pod_spec["containers"][0]["ports"]
+        # The port the service listens on (its TESSERA_<SVC>_PORT) is the declared containerPort.
+        assert int(env[f"TESSERA_{name.upper()}_PORT"]) == declared["containerPort"], name
+        result[name] = Pod(deployment, translate(env, addresses, ports, isolation), ports[name])
+    try:
+        (job_container,) = job["spec"]["template"]["spec"]["containers"]
+        migrate = run(job_container["command"] + job_container.get("args", []), job_env)
+        assert migrate.returncode == 0, migrate.stderr
+        # Backends first, then the gateway: what readiness gating converges to in a cluster.
+        for name, pod in result.items():
+            argv = pod.container["command"] + pod.container.get("args", [])
+            pod.running = start(name, argv, pod.env, log_dir)
+            ready = pod.container["readinessProbe"]["httpGet"]
+
+            def check(pod: Pod = pod, ready: dict[str, Any] = ready) -> bool:
+                assert pod.running is not None
+                if pod.running.process.poll() is not None:
+                    raise AssertionError(f"{pod.container['name']} exited:\n{pod.running.logs()}")
+                return http_get(f"http://127.0.0.1:{pod.port}{ready['path']}")[0] == 200
+
+            try:
+                wait_until(check, f"readiness of {name}", timeout=45)
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}\n{pod.running.logs()[-3000:]}") from None
+        yield result
+    finally:
+        stop([pod.running for pod in result.values() if pod.running])
+        drop_databases(job_env)
+
+
+def test_every_probe_path_answers_on_its_container_port(pods: dict[str, Pod]) -> None:
+    checked = []
+    for name, pod in pods.items():
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = pod.container[probe]["httpGet"]
+            # The probe's port must be one the container declares (by name or number);
+            # locally that containerPort listens on pod.port.
+            pod.container_port(get["port"])
+            status, _ = http_get(f"http://127.0.0.1:{pod.port}{get['path']}")
+            assert status == 200, (name, probe, get["path"])
+            checked.append((name, get["path"]))
+    assert {path for _, path in checked} == {"/healthz", "/readyz"}
+    assert {name for name, _ in checked} == set(TESSERA)
+
+
+def test_prometheus_annotations_name_the_metrics_endpoint(pods: dict[str, Pod]) -> None:
+    for name, pod in pods.items():
+        annotations = pod.deployment["spec"]["template"]["metadata"]["annotations"]
+        assert pod.container_port(int(annotations["prometheus.io/port"]))
+        status, body = http_get(f"http://127.0.0.1:{pod.port}{annotations['prometheus.io/path']}")
+        assert status == 200 and b"# TYPE" in body, name
+
+
+def test_an_unknown_probe_path_would_be_caught(pods: dict[str, Pod]) -> None:
+    status, _ = http_get(f"http://127.0.0.1:{pods['keys'].port}/health")
+    assert status == 404
+
+
+def test_the_gateway_reaches_every_backend_through_the_service_names(pods: dict[str, Pod]) -> None:
+    import json
+
+    status, body = http_get(f"http://127.0.0.1:{pods['gateway'].port}/internal/status")
+    assert status == 200
+    assert json.loads(body)["backends"] == {"issuer": "ok", "keys": "ok", "revocation": "ok"}

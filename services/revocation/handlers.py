@@ -29,6 +29,17 @@ FEED_LIMIT = 1000
 # Snapshot pages may be larger than feed pages: a bootstrap of a million entries is a
 # hundred requests instead of a thousand.
 SNAPSHOT_LIMIT = 10000
+# format=compact: each entry is an array of these, for subscribers bootstrapping large sets.
+COMPACT_FIELDS = '["seq","token_id","jti","display_id","expires_at_epoch"]'
+
+
+def parse_format(raw: str | None) -> bool:
+    """True for ``format=compact``; the default (``full``) is Revocation objects."""
+    if raw in (None, "", "full"):
+        return False
+    if raw == "compact":
+        return True
+    raise BadRequest("format must be full or compact")
 
 
 async def resolve_targets(request: web.Request, command: RevokeCommand) -> list[Target]:
@@ -97,6 +108,7 @@ async def snapshot(request: web.Request) -> web.Response:
     tenant = parse_tenant_filter(query.get("tenant"))
     after_seq = parse_int(query.get("after_seq"), "after_seq", 0, 0, MAX_SEQ)
     limit = parse_int(query.get("limit"), "limit", FEED_LIMIT, 1, SNAPSHOT_LIMIT)
+    compact = parse_format(query.get("format"))
     async with request.app[POOL].acquire() as conn, conn.transaction(isolation="repeatable_read"):
         await store.use_utc(conn)
         current = await store.fetch_current_seq(conn)
@@ -104,13 +116,16 @@ async def snapshot(request: web.Request) -> web.Response:
         if as_of > current:
             raise BadRequest(f"as_of {as_of} is ahead of the current seq {current}")
         page, last_seq, count = await store.fetch_snapshot_json(
-            conn, after_seq, as_of, limit, tenant, datetime.now(UTC)
+            conn, after_seq, as_of, limit, tenant, datetime.now(UTC), compact=compact
         )
     next_after = last_seq if count == limit else None
     # The rows arrive as JSON text from PostgreSQL; splicing it in avoids decoding and
     # re-encoding a large page in Python.
     body = f'{{"as_of":{as_of},"next_after_seq":{"null" if next_after is None else next_after},'
-    body += f'"revocations":{page}}}'
+    if compact:
+        body += f'"format":"compact","fields":{COMPACT_FIELDS},"entries":{page}}}'
+    else:
+        body += f'"revocations":{page}}}'
     response = web.Response(body=body.encode())
     response.headers["Content-Type"] = JSON
     return response

@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from services.revocation import store
-from services.revocation.domain import Revocation, Target, new_revocation
+from services.revocation.domain import Revocation, Target
 from services.revocation.events import token_revoked
 from shared.bus.outbox import add_event
 
@@ -23,28 +23,36 @@ async def record_revocations(
 ) -> tuple[list[Revocation], int]:
     """Revoke each target once; returns (the revocation of each target, how many are new).
 
-    Call inside a transaction. The sequence row is locked first, so concurrent revokes of the
-    same token serialise and the second one finds the first's row instead of a unique
-    violation, and seqs become visible in commit order.
+    A target already revoked keeps its revocation (revoking twice is one revocation). If a
+    concurrent request revokes the same token between our check and our insert, the unique
+    constraint stops us; the retry then finds that request's revocation.
     """
+    try:
+        return await _record(conn, tenant, targets, reason=reason, actor=actor, now=now)
+    except asyncpg.UniqueViolationError:
+        return await _record(conn, tenant, targets, reason=reason, actor=actor, now=now)
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    tenant: str,
+    targets: list[Target],
+    *,
+    reason: str | None,
+    actor: str | None,
+    now: datetime,
+) -> tuple[list[Revocation], int]:
+    unique = list({t.token_id: t for t in targets}.values())
     async with conn.transaction():
-        seq = await store.lock_sequence(conn)
-        ids = list(dict.fromkeys(t.token_id for t in targets))
-        known = {r.token_id: r for r in await store.fetch_by_token_ids(conn, tenant, ids)}
-        results: list[Revocation] = []
-        created = 0
-        for target in targets:
-            existing = known.get(target.token_id)
-            if existing is not None:
-                results.append(existing)
-                continue
-            seq += 1
-            revocation = new_revocation(seq, tenant, target, reason, now)
-            await store.insert_revocation(conn, revocation, actor)
-            await add_event(conn, token_revoked(revocation))
-            known[target.token_id] = revocation
-            results.append(revocation)
-            created += 1
-        if created:
-            await store.store_sequence(conn, seq)
-    return results, created
+        known = {
+            r.token_id: r
+            for r in await store.fetch_by_token_ids(conn, tenant, [t.token_id for t in unique])
+        }
+        fresh = [t for t in unique if t.token_id not in known]
+        if fresh:
+            for revocation in await store.insert_revocations(
+                conn, tenant, fresh, reason, actor, now
+            ):
+                await add_event(conn, token_revoked(revocation))
+                known[revocation.token_id] = revocation
+    return [known[t.token_id] for t in targets], len(fresh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ class FeedClient:
         self._url = url.rstrip("/")
         self._headers = dict(headers)
 
-    async def _get(self, url: str, params: dict[str, str]) -> dict[str, Any]:
+    async def _get(
+        self, url: str, params: dict[str, str], items: str = "revocations"
+    ) -> dict[str, Any]:
         try:
             async with self._session.get(url, params=params, headers=self._headers) as resp:
                 raw = await resp.read()
@@ -44,7 +47,7 @@ class FeedClient:
             body = json.loads(raw)
         except ValueError:
             raise FeedUnavailable(f"{url} answered something other than JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("revocations"), list):
+        if not isinstance(body, dict) or not isinstance(body.get(items), list):
             raise FeedUnavailable(f"{url} answered an unexpected body")
         return body
 
@@ -61,17 +64,32 @@ class FeedClient:
         except (KeyError, TypeError, ValueError):
             raise FeedUnavailable("feed page without next_since/current_seq") from None
 
-    async def snapshot(self, limit: int) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
-        """Pages of (as_of, revocations) of one consistent snapshot, all with the same as_of."""
-        params = {"limit": str(limit)}
+    async def snapshot(self, limit: int) -> AsyncIterator[tuple[int, list[list[Any]]]]:
+        """Pages of (as_of, entries) of one consistent snapshot, all with the same as_of.
+
+        Entries are compact rows ``[seq, token_id, jti, display_id, expires_at_epoch]``. The
+        next page is requested before the current one is handed out, so the service renders
+        it while the caller applies this one.
+        """
+        url = f"{self._url}/snapshot"
+        params = {"limit": str(limit), "format": "compact"}
+        body = await self._get(url, params, "entries")
         while True:
-            body = await self._get(f"{self._url}/snapshot", params)
             try:
                 as_of = int(body["as_of"])
                 after = body["next_after_seq"]
+                following = None
+                if after is not None:
+                    params = {**params, "as_of": str(as_of), "after_seq": str(int(after))}
+                    following = asyncio.create_task(self._get(url, params, "entries"))
             except (KeyError, TypeError, ValueError):
                 raise FeedUnavailable("snapshot page without as_of") from None
-            yield as_of, body["revocations"]
-            if after is None:
+            try:
+                yield as_of, body["entries"]
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
                 return
-            params = {"limit": str(limit), "as_of": str(as_of), "after_seq": str(int(after))}
+            body = await following

@@ -208,12 +208,15 @@ class Subscriber:
         as_of = 0
         add = self._revoked.add
         count = 0
-        async for page_as_of, page in self._feed.snapshot(self.config.snapshot_page):
+        async for page_as_of, entries in self._feed.snapshot(self.config.snapshot_page):
             as_of = page_as_of
             now = time.time()
-            for r in page:
-                add(r["token_id"], r["jti"], r["display_id"], _epoch(r["expires_at"]), now)
-            count += len(page)
+            for start in range(0, len(entries), 2000):
+                for _seq, token_id, jti, display_id, expires in entries[start : start + 2000]:
+                    add(token_id, jti, display_id, expires, now)
+                # Let the request for the next page go out (and other tasks run).
+                await asyncio.sleep(0)
+            count += len(entries)
         self._bootstrapped = True
         self._covered_through(as_of)
         log.info(

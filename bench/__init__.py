@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.bench_<area>` prints figures (see each module)."""

@@ -66,6 +66,7 @@ class Subscriber:
         self._current_at = time.monotonic()  # when this subscriber was last known current
         self._broker_up = False
         self._wake = asyncio.Event()
+        self._must_sync = False  # read the feed on the next wake, gap or not
         self._sync_lock = asyncio.Lock()
         self._connection: AbstractRobustConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,6 +230,12 @@ class Subscriber:
 
     async def _catch_up(self) -> None:
         """Read the feed from ``seq`` to its end (or re-bootstrap when far behind)."""
+        try:
+            await self._read_feed()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeedUnavailable(f"malformed feed or snapshot: {type(exc).__name__}") from None
+
+    async def _read_feed(self) -> None:
         async with self._sync_lock:
             started = time.monotonic()
             if not self._bootstrapped:
@@ -257,18 +264,27 @@ class Subscriber:
     async def _follow(self) -> None:
         """Fill gaps when events reveal one, poll the feed now and then, drop expired entries."""
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
-            if self._ahead:
+                woken = await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+            if woken and self._ahead:
                 # Out-of-order deliveries usually close a gap by themselves within moments.
                 await asyncio.sleep(self.config.gap_wait)
             self._wake.clear()
+            if woken and not self._ahead and not self._must_sync:
+                continue  # the gap closed by itself
+            self._must_sync = False
             try:
                 await self._catch_up()
             except FeedUnavailable as exc:
                 log.warning("revocation feed unavailable", error=str(exc))
                 await asyncio.sleep(min(self.config.poll_interval, 1.0))
+                self._must_sync = True
                 self._wake.set()
+            except Exception:
+                # A bug must not stop the subscriber for good: log it, retry after a pause.
+                log.exception("revocation catch-up failed")
+                await asyncio.sleep(min(self.config.poll_interval, 1.0))
             self._revoked.prune(time.time() - self.config.expiry_grace)
 
     # --- the broker --------------------------------------------------------------------
@@ -332,6 +348,7 @@ class Subscriber:
     def _on_broker_back(self, *_args: Any) -> None:
         # Events published while the queue was gone are in the feed: read it now.
         self._broker_up = True
+        self._must_sync = True
         self._wake.set()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:

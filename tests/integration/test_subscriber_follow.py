@@ -8,16 +8,20 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import aiohttp
 import pytest
 
+from services.revocation.pruning import prune_expired
 from shared.bus.amqp import declare_topology
 from shared.bus.envelope import Envelope
-from shared.settings import AmqpNames
+from shared.db import create_pool
+from shared.settings import AmqpNames, service_database_url
 from shared.subscriber import Subscriber, SubscriberConfig
+from shared.subscriber.revset import RevocationSet
 from tests.integration.revocation_support import (
     RevocationService,
     jwt_body,
@@ -237,5 +241,39 @@ async def test_revocations_during_a_broker_outage_succeed_and_reach_the_subscrib
             _rabbitmqctl("start_app")
         await wait_for(lambda: all(sub.is_revoked(j) for j in jtis), timeout=60)
         assert sub.seq == 501
+    finally:
+        await sub.close()
+
+
+async def test_subscriber_far_behind_a_pruned_feed_rebootstraps_and_ends_current(
+    service: RevocationService, session: aiohttp.ClientSession
+) -> None:
+    sub = Subscriber(config_for(service, rebootstrap_after=5, poll_interval=60.0), session)
+    await sub.start()
+    await sub.close()
+    live: list[str] = []
+    for n in range(20):
+        body = jwt_body(expires_in=-600 if n % 2 else 3600)
+        await revoke(session, service, body)
+        if n % 2 == 0:
+            live.append(body["jwt"]["jti"])
+    async with create_pool(
+        service_database_url(service.env, "revocation"), min_size=1, max_size=2
+    ) as pool:
+        assert await prune_expired(pool, datetime.now(UTC), grace=60) == 10
+    bootstraps: list[float] = []
+    sub._revoked = RevocationSet()  # forget everything: only a re-bootstrap can restore it
+    original = sub._bootstrap
+
+    async def counted() -> None:
+        bootstraps.append(time.monotonic())
+        await original()
+
+    sub._bootstrap = counted  # type: ignore[method-assign]
+    await sub.start()
+    try:
+        assert len(bootstraps) == 1
+        assert sub.seq == 20
+        assert all(sub.is_revoked(jti) for jti in live)
     finally:
         await sub.close()

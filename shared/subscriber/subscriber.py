@@ -244,11 +244,16 @@ class Subscriber:
             while True:
                 page = await self._feed.since(self.seq, self.config.feed_page)
                 behind = page.current_seq - self.seq
-                if page.current_seq < self.seq or (
-                    behind > self.config.rebootstrap_after and self.seq < page.pruned_through
-                ):
+                if page.current_seq < self.seq:
+                    # The service's sequence went back (a restored database): start over from
+                    # its snapshot, keeping what we hold (a revoked token stays revoked).
+                    log.warning("revocation sequence went back, re-bootstrapping", seq=self.seq)
+                    self.seq = 0
+                    self._ahead.clear()
+                    await self._bootstrap()
+                    continue
+                if behind > self.config.rebootstrap_after and self.seq < page.pruned_through:
                     log.warning("far behind the feed, re-bootstrapping", seq=self.seq)
-                    self._bootstrapped = False
                     await self._bootstrap()
                     continue
                 for revocation in page.revocations:

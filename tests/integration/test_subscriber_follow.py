@@ -277,3 +277,29 @@ async def test_subscriber_far_behind_a_pruned_feed_rebootstraps_and_ends_current
         assert all(sub.is_revoked(jti) for jti in live)
     finally:
         await sub.close()
+
+
+async def test_subscriber_starts_over_when_the_service_sequence_goes_back(
+    tessera_env: dict[str, str], session: aiohttp.ClientSession
+) -> None:
+    first = await start_revocation(private_env(tessera_env))
+    port = first.server.port
+    sub = Subscriber(config_for(first, poll_interval=0.2), session)
+    await sub.start()
+    try:
+        old = await revoke_many(session, first, 5)
+        await wait_for(lambda: sub.seq == 5)
+        await first.close()
+        # The same address, an empty database: as after restoring an old backup.
+        fresh_db = private_env(tessera_env)["TESSERA_REVOCATION_DATABASE_URL"]
+        second = await start_revocation(
+            {**first.env, "TESSERA_REVOCATION_DATABASE_URL": fresh_db}, port=port
+        )
+        try:
+            new = await revoke_many(session, second, 2)
+            await wait_for(lambda: sub.seq == 2 and all(sub.is_revoked(j) for j in new))
+            assert all(sub.is_revoked(j) for j in old)
+        finally:
+            await second.close()
+    finally:
+        await sub.close()

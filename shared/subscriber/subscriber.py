@@ -14,21 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import aio_pika
 import aiohttp
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage
 
 from shared.bus.envelope import Envelope, EnvelopeError
 from shared.subscriber import metrics
 from shared.subscriber.config import InvalidToken, SubscriberConfig
 from shared.subscriber.feed import FeedClient, FeedUnavailable
 from shared.subscriber.jwks import JwksCache, unverified_parts, verify_signature
+from shared.subscriber.queue import EventQueue
 from shared.subscriber.revset import RevocationSet
 from shared.tokens import classify
 
@@ -64,11 +63,18 @@ class Subscriber:
         self._ahead: set[int] = set()  # seqs applied beyond self.seq (a gap before them)
         self._bootstrapped = False
         self._current_at = time.monotonic()  # when this subscriber was last known current
-        self._broker_up = False
         self._wake = asyncio.Event()
         self._must_sync = False  # read the feed on the next wake, gap or not
         self._sync_lock = asyncio.Lock()
-        self._connection: AbstractRobustConnection | None = None
+        self._queue = EventQueue(
+            config.amqp_url,
+            config.amqp_names,
+            config.name,
+            (TOKEN_REVOKED, KEY_REVOKED),
+            self._on_message,
+            self._on_broker_lost,
+            self._on_broker_back,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         labels = (config.name,)
         metrics.LAG.labels(*labels).set_function(lambda: self.lag_seconds)
@@ -85,7 +91,8 @@ class Subscriber:
         feed until it returns).
         """
         timeout = self.config.start_timeout
-        await self._connect_broker(wait=min(timeout, 5.0))
+        # Events flow before the snapshot is read, so none committed meanwhile is missed.
+        await self._queue.start(wait=min(timeout, 5.0))
         deadline = time.monotonic() + timeout
         delay = 0.1
         while True:
@@ -108,11 +115,7 @@ class Subscriber:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
-            self._connection = None
-        self._broker_up = False
+        await self._queue.close()
 
     def is_revoked(self, token_id: str) -> bool:
         """True when a token known by this token id, jti or display id is revoked."""
@@ -129,7 +132,7 @@ class Subscriber:
     @property
     def lag_seconds(self) -> float:
         """Seconds since this subscriber was last known to hold every revocation (0: current)."""
-        if self._bootstrapped and self._broker_up and not self._ahead:
+        if self._bootstrapped and self._queue.up and not self._ahead:
             self._current_at = time.monotonic()
             return 0.0
         return time.monotonic() - self._current_at
@@ -294,65 +297,11 @@ class Subscriber:
 
     # --- the broker --------------------------------------------------------------------
 
-    async def _connect_broker(self, wait: float) -> None:
-        task = asyncio.create_task(self._connect_forever(), name="subscriber-amqp")
-        self._tasks.append(task)
-        # Give the first connection a moment, so events flow before the snapshot is read.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), wait)
+    def _on_broker_lost(self) -> None:
+        self._current_at = time.monotonic()
 
-    async def _connect_forever(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self._bind_queue()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("broker unreachable, following the feed", error=type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _bind_queue(self) -> None:
-        names = self.config.amqp_names
-        connection = await aio_pika.connect_robust(
-            self.config.amqp_url,
-            reconnect_interval=1,
-            client_properties={"connection_name": f"tessera-subscriber-{self.config.name}"},
-        )
-        try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=256)
-            exchange = await channel.declare_exchange(
-                names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            queue = await channel.declare_queue(
-                names.queue(f"{self.config.name}.revocations.{uuid.uuid4().hex[:12]}"),
-                exclusive=True,
-                auto_delete=True,
-            )
-            for key in (TOKEN_REVOKED, KEY_REVOKED):
-                await queue.bind(exchange, key)
-            # No acks: the queue is this process's alone and dies with it, and what it misses
-            # while away comes from the feed.
-            await queue.consume(self._on_message, no_ack=True)
-        except BaseException:
-            await connection.close()
-            raise
-        connection.close_callbacks.add(self._on_broker_lost)
-        connection.reconnect_callbacks.add(self._on_broker_back)
-        self._connection = connection
-        self._broker_up = True
-
-    def _on_broker_lost(self, *_args: Any) -> None:
-        if self._broker_up:
-            self._current_at = time.monotonic()
-        self._broker_up = False
-
-    def _on_broker_back(self, *_args: Any) -> None:
+    def _on_broker_back(self) -> None:
         # Events published while the queue was gone are in the feed: read it now.
-        self._broker_up = True
         self._must_sync = True
         self._wake.set()
 

@@ -108,7 +108,7 @@ def test_a_revocation_without_token_id_is_refused(subscriber: Subscriber) -> Non
 
 def test_lag_is_zero_only_when_current_and_connected(subscriber: Subscriber) -> None:
     assert subscriber.lag_seconds > 0  # no broker connection: not known to be current
-    subscriber._broker_up = True
+    subscriber._queue.up = True
     assert subscriber.lag_seconds == 0.0
     subscriber.apply(_revocation(5))  # seqs 1..4 are missing
     assert subscriber.lag_seconds > 0 and subscriber.seq == 0

@@ -1,0 +1,121 @@
+"""The subscriber's own queue: exclusive, auto-delete, bound to the events it follows.
+
+Every replica of every subscribing service needs every event, so each process binds a queue of
+its own that dies with its connection. Messages are not acknowledged: what a process misses
+while away (or while the broker is down) it reads from the feed instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from shared.settings import AmqpNames
+
+log = structlog.get_logger("tessera.subscriber.queue")
+
+OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+class EventQueue:
+    """Connects in the background (retrying), then follows ``routing_keys``; robust to outages.
+
+    ``on_lost`` runs when the connection drops, ``on_back`` once it is restored with the queue
+    re-declared and consumed again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        names: AmqpNames,
+        name: str,
+        routing_keys: tuple[str, ...],
+        on_message: OnMessage,
+        on_lost: Callable[[], None],
+        on_back: Callable[[], None],
+    ) -> None:
+        self._url = url
+        self._names = names
+        self._name = name
+        self._routing_keys = routing_keys
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._on_back = on_back
+        self._connection: AbstractRobustConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.up = False
+
+    async def start(self, wait: float) -> None:
+        """Start connecting; wait up to ``wait`` seconds for the queue to be consuming."""
+        self._task = asyncio.create_task(self._connect_forever(), name=f"subscriber-{self._name}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), wait)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+        self.up = False
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._bind()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("broker unreachable, following the feed", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _bind(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self._url,
+            reconnect_interval=1,
+            client_properties={"connection_name": f"tessera-subscriber-{self._name}"},
+        )
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=256)
+            exchange = await channel.declare_exchange(
+                self._names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(
+                self._names.queue(f"{self._name}.revocations.{uuid.uuid4().hex[:12]}"),
+                exclusive=True,
+                auto_delete=True,
+            )
+            for key in self._routing_keys:
+                await queue.bind(exchange, key)
+            await queue.consume(self._on_message, no_ack=True)
+        except BaseException:
+            await connection.close()
+            raise
+        connection.close_callbacks.add(self._lost)
+        connection.reconnect_callbacks.add(self._back)
+        self._connection = connection
+        self.up = True
+
+    def _lost(self, *_args: Any) -> None:
+        was_up, self.up = self.up, False
+        if was_up:
+            self._on_lost()
+
+    def _back(self, *_args: Any) -> None:
+        self.up = True
+        self._on_back()

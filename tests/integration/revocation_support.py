@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import aiohttp
 from aiohttp.test_utils import TestServer
 
@@ -61,6 +62,21 @@ class RevocationService:
 
     async def close(self) -> None:
         await self.server.close()
+
+    async def wait_consuming(self, consumer: str, timeout: float = 10.0) -> None:
+        """Wait until the service's durable queue ``consumer`` exists, so events reach it."""
+        connection = await aio_pika.connect(self.env["TESSERA_AMQP_URL"])
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    channel = await connection.channel()
+                    try:
+                        await channel.declare_queue(self.names.queue(consumer), passive=True)
+                        return
+                    except aio_pika.exceptions.ChannelClosed:
+                        await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
 
 
 async def start_revocation(env: dict[str, str], port: int | None = None) -> RevocationService:

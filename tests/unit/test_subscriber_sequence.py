@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.subscriber import Subscriber, SubscriberConfig
 
@@ -112,3 +113,17 @@ def test_lag_is_zero_only_when_current_and_connected(subscriber: Subscriber) -> 
     assert subscriber.lag_seconds == 0.0
     subscriber.apply(_revocation(5))  # seqs 1..4 are missing
     assert subscriber.lag_seconds > 0 and subscriber.seq == 0
+
+
+def test_propagation_and_lag_are_exported_as_metrics(subscriber: Subscriber) -> None:
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"subscriber": "unit"}) or 0.0
+
+    before = sample("tessera_revocation_propagation_seconds_count")
+    revocation = _revocation(1)
+    subscriber.apply(revocation)
+    subscriber.apply(revocation)  # a duplicate is not a second propagation
+    assert sample("tessera_revocation_propagation_seconds_count") == before + 1
+    assert sample("tessera_subscriber_seq") == 1
+    subscriber._queue.up = True
+    assert sample("tessera_subscriber_lag_seconds") == 0.0

@@ -9,6 +9,7 @@ from aiohttp import web
 from services.revocation import store
 from services.revocation.domain import (
     BULK_SELECTORS,
+    Revocation,
     RevokeCommand,
     Target,
     owned_by,
@@ -42,18 +43,19 @@ def parse_format(raw: str | None) -> bool:
     raise BadRequest("format must be full or compact")
 
 
+def owned_by_subject(revocations: list[Revocation], owner: str | None) -> list[Revocation]:
+    return [r for r in revocations if owner is None or r.subject == owner]
+
+
 async def resolve_targets(request: web.Request, command: RevokeCommand) -> list[Target]:
     """The tokens a command names; the issuer is asked for every selector but ``jwt``."""
     if command.jwt is not None:
         return [command.jwt]
     issuer = request.app[ISSUER]
     if command.selector in BULK_SELECTORS:
-        targets = owned_by(
+        return owned_by(
             await issuer.active(command.tenant, command.selector, command.value), command.owner
         )
-        if not targets and command.selector == "family_id":
-            raise UnknownToken("no active token in this refresh family")
-        return targets
     target = await issuer.lookup(command.tenant, command.selector, command.value)
     if command.owner is not None and target.subject != command.owner:
         raise UnknownToken("no such token")
@@ -65,6 +67,15 @@ async def revoke(request: web.Request) -> web.Response:
     command = parse_revoke(await read_json_object(request))
     targets = await resolve_targets(request, command)
     async with request.app[POOL].acquire() as conn:
+        if not targets and command.selector == "family_id":
+            # Nothing active is left of the family: if we revoked it before, that is the
+            # answer (revoking twice is one revocation); otherwise the family is unknown.
+            known = owned_by_subject(
+                await store.fetch_by_family(conn, command.tenant, command.value), command.owner
+            )
+            if not known:
+                raise UnknownToken("no active token in this refresh family")
+            return json_response({"revocations": [r.to_json() for r in known], "created": 0})
         revocations, created = await record_revocations(
             conn,
             command.tenant,

@@ -41,6 +41,18 @@ async def fetch_by_token_ids(
     return [_revocation(row) for row in rows]
 
 
+async def fetch_by_family(
+    conn: asyncpg.Connection, tenant: str, family_id: str
+) -> list[Revocation]:
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM revocations WHERE tenant = $1 AND family_id = $2
+            ORDER BY seq""",
+        tenant,
+        family_id,
+    )
+    return [_revocation(row) for row in rows]
+
+
 async def insert_revocations(
     conn: asyncpg.Connection,
     tenant: str,

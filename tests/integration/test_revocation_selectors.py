@@ -260,3 +260,21 @@ async def wait_for_async(
             if done():
                 return
             await asyncio.sleep(0.05)
+
+
+async def test_revoking_a_family_again_returns_its_revocations(
+    issuer: tuple[Issuer, str], service: RevocationService, session: aiohttp.ClientSession
+) -> None:
+    fake, _ = issuer
+    family = str(uuid.uuid4())
+    members = [fake.add("acme", "alice", kind="jwt_refresh", family_id=family) for _ in range(2)]
+    status, first = await revoke(session, service, {"tenant": "acme", "family_id": family})
+    assert status == 200 and first["created"] == 2
+    # The issuer has applied the revocations: nothing of the family is active any more.
+    fake.records = [r for r in fake.records if r not in members]
+    status, again = await revoke(session, service, {"tenant": "acme", "family_id": family})
+    assert status == 200 and again == {"revocations": first["revocations"], "created": 0}
+    status, _ = await revoke(
+        session, service, {"tenant": "acme", "family_id": family, "owner": "bob"}
+    )
+    assert status == 404

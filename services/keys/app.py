@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
 from aiohttp import web
 
+from services.keys import rotation
+from services.keys.app_keys import KEYRING, SETTINGS, SIGNER
+from services.keys.crypto import KeyDecryptionError, Keyring
+from services.keys.handlers import routes
 from services.keys.settings import Settings
+from services.keys.signer import Signer
 from shared.http import base_app
-from shared.service import COMMON, broker, db_pool, outbox_relay
+from shared.service import COMMON, POOL, StartupError, broker, db_pool, outbox_relay
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+log = structlog.get_logger("tessera.keys")
+
+
+async def signer(app: web.Application) -> AsyncIterator[None]:
+    app[SIGNER] = Signer(app[POOL], app[KEYRING])
+    try:
+        await app[SIGNER].refresh()
+    except KeyDecryptionError as exc:
+        # A wrong KEK must stop the service loudly, never let it run unable to sign.
+        raise StartupError(str(exc)) from None
+    yield
+
+
+async def maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Promote due pending keys, run scheduled rotations and refresh the signing cache."""
+    settings = app[SETTINGS]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(settings.maintenance_interval)
+            try:
+                await rotation.promote_due(app[POOL])
+                await rotation.scheduled_rotations(
+                    app[POOL], app[KEYRING], settings.rotation_period, settings.activation_delay
+                )
+                await app[SIGNER].refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("key maintenance failed, will retry", error=type(exc).__name__)
+
+    task = asyncio.create_task(loop(), name="key-maintenance")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app("keys")
     app[SETTINGS] = settings
     app[COMMON] = settings.common
+    app[KEYRING] = Keyring(settings.keks)
     # Set up in this order, torn down in reverse.
-    app.cleanup_ctx.extend([db_pool, broker, outbox_relay])
+    app.cleanup_ctx.extend([db_pool, broker, outbox_relay, signer, maintenance])
+    app.add_routes(routes)
     return app

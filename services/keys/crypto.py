@@ -1,0 +1,120 @@
+"""Key generation, envelope encryption of private keys, and public-key export.
+
+A private key is stored only as AES-256-GCM ciphertext of its PKCS#8 DER form, under a key
+derived from the key-encryption key (KEK) with HKDF-SHA256, with the key id as associated data
+(so a ciphertext cannot be moved to another key's row). Each row records the KEK's id (a short
+fingerprint of the derived key), so a rewrap can run while the service keeps working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+class KeyDecryptionError(Exception):
+    """A stored private key could not be opened: wrong or missing KEK, or tampered data."""
+
+
+@dataclass(frozen=True)
+class Kek:
+    """One key-encryption key, ready to use."""
+
+    id: str
+    aead: AESGCM = field(repr=False)
+
+    @classmethod
+    def derive(cls, secret: str) -> Kek:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tessera-kek-v1").derive(
+            secret.encode()
+        )
+        return cls(id=hashlib.sha256(b"kek-id" + key).hexdigest()[:16], aead=AESGCM(key))
+
+
+class Keyring:
+    """The current KEK (encrypts) and previous ones (still decrypt)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        keks = [Kek.derive(s) for s in secrets]
+        self.current = keks[0]
+        self._by_id = {k.id: k for k in keks}
+
+    def encrypt(self, kid: str, private_der: bytes) -> tuple[bytes, str]:
+        """Ciphertext (nonce ‖ AES-GCM output) and the id of the KEK used."""
+        nonce = os.urandom(12)
+        return nonce + self.current.aead.encrypt(nonce, private_der, kid.encode()), self.current.id
+
+    def decrypt(self, kid: str, blob: bytes, kek_id: str) -> bytes:
+        kek = self._by_id.get(kek_id)
+        if kek is None:
+            raise KeyDecryptionError(
+                f"signing key {kid} is encrypted under KEK {kek_id}, which is not configured"
+            )
+        try:
+            return kek.aead.decrypt(blob[:12], blob[12:], kid.encode())
+        except InvalidTag:
+            raise KeyDecryptionError(
+                f"signing key {kid} cannot be opened with KEK {kek_id}: wrong key or tampered data"
+            ) from None
+
+
+def generate_private_key(alg: str) -> PrivateKey:
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unsupported algorithm {alg}")
+
+
+def private_to_der(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def private_from_der(der: bytes) -> PrivateKey:
+    key = serialization.load_der_private_key(der, password=None)
+    assert isinstance(
+        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    )
+    return key
+
+
+def public_jwk(key: PrivateKey, kid: str, alg: str) -> dict[str, Any]:
+    public = key.public_key()
+    jwk: dict[str, Any]
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+    jwk.update(kid=kid, alg=alg, use="sig")
+    return jwk
+
+
+def public_pem(key: PrivateKey) -> str:
+    """RSA keys as PKCS#1 (what Tapis update_keys returns); others as SubjectPublicKeyInfo."""
+    public = key.public_key()
+    fmt = (
+        serialization.PublicFormat.PKCS1
+        if isinstance(public, rsa.RSAPublicKey)
+        else serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return public.public_bytes(serialization.Encoding.PEM, fmt).decode()

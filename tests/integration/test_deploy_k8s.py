@@ -132,7 +132,11 @@ def container_env(
         if "value" in var:
             env[var["name"]] = var["value"]
         elif "secretKeyRef" in var["valueFrom"]:
-            env[var["name"]] = secret[var["valueFrom"]["secretKeyRef"]["key"]]
+            ref = var["valueFrom"]["secretKeyRef"]
+            if ref["key"] in secret:
+                env[var["name"]] = secret[ref["key"]]
+            else:  # the kubelet leaves an optional variable out when its key is absent
+                assert ref.get("optional") is True, f"{var['name']}: Secret lacks {ref['key']}"
         else:
             ref = var["valueFrom"]["configMapKeyRef"]
             env[var["name"]] = config[ref["name"]]["data"][ref["key"]]

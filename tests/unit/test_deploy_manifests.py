@@ -220,7 +220,7 @@ def test_every_secret_and_config_reference_resolves() -> None:
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     assert ref["name"] == secret["metadata"]["name"]
-                    assert ref["key"] in secret["stringData"]
+                    assert ref["key"] in secret["stringData"] or ref.get("optional") is True
         for volume in pod.get("volumes", []):
             if "secret" in volume:
                 for item in volume["secret"]["items"]:

@@ -114,6 +114,8 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         await runner.setup()
     except StartupError as exc:
         await runner.cleanup()
+        # Let closing connections run their last callbacks before the loop goes away.
+        await asyncio.sleep(0.1)
         fail(str(exc))
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:

@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app[COMMON] = settings.common
     app[KEYRING] = Keyring(settings.keks)
     # Set up in this order, torn down in reverse.
-    app.cleanup_ctx.extend([db_pool, broker, outbox_relay, signer, maintenance])
+    # The signer opens the keys first, so a wrong KEK stops start-up before anything else runs.
+    app.cleanup_ctx.extend([db_pool, signer, broker, outbox_relay, maintenance])
     app.add_routes(routes)
     return app

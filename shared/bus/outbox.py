@@ -120,8 +120,12 @@ class OutboxRelay:
                 return 0
             # Publishes are pipelined; each awaits its own confirm. If any fails the transaction
             # rolls back and the whole batch is retried: consumers drop the duplicates by id.
+            # Not mandatory: an event nobody has subscribed to yet is not an error.
             await asyncio.gather(
-                *(exchange.publish(_message(row), routing_key=row["routing_key"]) for row in rows)
+                *(
+                    exchange.publish(_message(row), routing_key=row["routing_key"], mandatory=False)
+                    for row in rows
+                )
             )
             await conn.execute(
                 "DELETE FROM outbox WHERE position = ANY($1::bigint[])",

@@ -1,0 +1,47 @@
+"""A real keys service for the keys tests, in-process, on a database of its own."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from services.cli import migrate_all
+from services.keys.app import create_app
+from services.keys.settings import Settings
+
+
+def keys_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
+    """The session environment with a keys database private to one test."""
+    tag = secrets.token_hex(3)
+    base = urlsplit(tessera_env["TESSERA_DATABASE_URL"])
+    prefix = tessera_env["TESSERA_DATABASE_PREFIX"]
+    env = dict(tessera_env)
+    env["TESSERA_KEYS_DATABASE_URL"] = urlunsplit(base._replace(path=f"/{prefix}_keys_{tag}"))
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def running_keys(env: dict[str, str]) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """Migrate, start the service, and yield its base URL and a client session."""
+    await migrate_all(env, ["keys"])
+    server = TestServer(create_app(Settings.from_env(env)))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield str(server.make_url("")).rstrip("/"), session
+    finally:
+        await server.close()
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any]:
+    async with session.request(method, url, **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None)

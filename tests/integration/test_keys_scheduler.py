@@ -1,0 +1,84 @@
+"""Two keys-service processes share the scheduled rotation: one rotation per period."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import asyncpg
+import pytest
+
+from services.cli import migrate_all
+from tests.conftest import ROOT, free_port_block
+from tests.integration.keys_support import keys_env
+
+pytestmark = pytest.mark.integration
+PERIOD = 2
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "keys service exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("keys service not ready")
+
+
+async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str, str]) -> None:
+    env = keys_env(
+        tessera_env,
+        TESSERA_KEY_ROTATION_PERIOD=str(PERIOD),
+        TESSERA_KEY_ACTIVATION_DELAY="0",
+        TESSERA_KEY_MAINTENANCE_MS="50",
+    )
+    await migrate_all(env, ["keys"])
+    port = free_port_block(2)
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.keys"],
+            env=dict(env, TESSERA_KEYS_PORT=str(port + i)),
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
+    try:
+        for i, proc in enumerate(replicas):
+            _wait_ready(port + i, proc)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/internal/tenants",
+            data=json.dumps({"id": "acme"}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+        conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
+        deadline = time.monotonic() + 4 * PERIOD + 10
+        while True:
+            rotations = await conn.fetch(
+                """SELECT occurred_at FROM audit_log WHERE action = 'key.rotated'
+                   ORDER BY occurred_at"""
+            )
+            if len(rotations) >= 4:
+                break
+            assert time.monotonic() < deadline, f"only {len(rotations)} rotations"
+            time.sleep(0.2)
+        created = await conn.fetchval("SELECT created_at FROM tenants WHERE id = 'acme'")
+        await conn.close()
+    finally:
+        for proc in replicas:
+            proc.terminate()
+            proc.wait(timeout=20)
+    times = [created] + [r["occurred_at"] for r in rotations]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    # Never two rotations in one period, and no period skipped by much.
+    assert all(gap >= PERIOD - 0.05 for gap in gaps), gaps
+    assert all(gap < PERIOD + 1.5 for gap in gaps), gaps

@@ -53,11 +53,17 @@ class JwksCache:
     # Kids announced revoked: never trusted again, even if a stale JWKS still lists them.
     _revoked_kids: set[str] = field(default_factory=set)
 
-    def drop_kid(self, kid: str) -> None:
-        """Forget a revoked key at once: every token it signed is refused from now on."""
+    def drop_kid(self, kid: str, tenant: str | None = None) -> None:
+        """Forget a revoked key at once: every token it signed is refused from now on.
+
+        The tenant's JWKS is refetched on next use: when the revoked key was signing, the
+        key taking over may not have been published before.
+        """
         self._revoked_kids.add(kid)
-        for entry in self._tenants.values():
+        for name, entry in self._tenants.items():
             entry.keys.pop(kid, None)
+            if name == tenant:
+                entry.expires_at = entry.fetched_at = float("-inf")
 
     async def key(self, tenant: str, kid: str) -> jwt.PyJWK | None:
         """The tenant's key ``kid``, fetching the JWKS when stale or when the kid is unknown."""

@@ -314,7 +314,7 @@ class Subscriber:
         if envelope.routing_key == KEY_REVOKED:
             kid = envelope.data.get("kid")
             if isinstance(kid, str):
-                self._jwks.drop_kid(kid)
+                self._jwks.drop_kid(kid, envelope.tenant)
                 log.info("signing key revoked", tenant=envelope.tenant, kid=kid)
             return
         if envelope.routing_key != TOKEN_REVOKED:

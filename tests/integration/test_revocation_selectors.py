@@ -8,109 +8,33 @@ exactly; PostgreSQL and RabbitMQ are real.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from shared.bus.amqp import declare_topology
 from shared.bus.envelope import Envelope
 from shared.tokens import new_databricks_token, new_opaque_token
 from tests.integration.revocation_support import (
+    Issuer,
     RevocationService,
     private_env,
     revoke,
+    start_issuer,
     start_revocation,
 )
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Issuer:
-    """Token records by tenant, answering ``/internal/tokens/lookup`` and ``/active``."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    values: dict[str, str] = field(default_factory=dict)  # token value -> id
-    calls: list[dict[str, str]] = field(default_factory=list)
-
-    def add(self, tenant: str, subject: str, kind: str = "opaque", **extra: Any) -> dict[str, Any]:
-        record = {
-            "id": str(uuid.uuid4()),
-            "display_id": secrets.token_hex(32) if kind == "databricks" else None,
-            "tenant": tenant,
-            "subject": subject,
-            "kind": kind,
-            "name": None,
-            "permissions": [],
-            "created_at": datetime.now(UTC).isoformat(),
-            "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-            "last_used_at": None,
-            "revoked_at": None,
-            "created_by": None,
-            "family_id": None,
-            "kid": None,
-            **extra,
-        }
-        self.records.append(record)
-        return record
-
-    def app(self) -> web.Application:
-        async def lookup(request: web.Request) -> web.Response:
-            query = dict(request.query)
-            self.calls.append(query)
-            tenant = query.get("tenant")
-            wanted = query.get("id") or self.values.get(query.get("value", ""))
-            for record in self.records:
-                if record["tenant"] != tenant:
-                    continue
-                if record["id"] == wanted or (
-                    query.get("display_id") and record["display_id"] == query["display_id"]
-                ):
-                    return web.json_response(record)
-            return web.json_response(
-                {"error": "unknown_token", "message": "no such token"}, status=404
-            )
-
-        async def active(request: web.Request) -> web.Response:
-            query = dict(request.query)
-            self.calls.append(query)
-            (selector,) = [k for k in ("subject", "family_id", "kid") if k in query]
-            found = [
-                r
-                for r in self.records
-                if r["tenant"] == query["tenant"] and r[selector] == query[selector]
-            ]
-            return web.json_response({"tokens": found})
-
-        app = web.Application()
-        app.router.add_get("/internal/tokens/lookup", lookup)
-        app.router.add_get("/internal/tokens/active", active)
-        return app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def issuer() -> AsyncIterator[tuple[Issuer, str]]:
-    fake = Issuer()
-    port = _free_port()
-    server = TestServer(fake.app(), port=port)
-    await server.start_server()
-    yield fake, f"http://127.0.0.1:{port}"
+    fake, server = await start_issuer()
+    yield fake, str(server.make_url("")).rstrip("/")
     await server.close()
 
 

@@ -1,0 +1,165 @@
+"""The subscriber against the real keys service: its JWKS, its signatures, its key.revoked.
+
+Keys, revocation, PostgreSQL and RabbitMQ are real; the issuer is the stand-in of
+revocation_support (the key.revoked consumer asks it which tokens a key signed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from services.cli import migrate_all
+from services.keys.app import create_app as create_keys_app
+from services.keys.settings import Settings as KeysSettings
+from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig
+from tests.integration.revocation_support import (
+    Issuer,
+    RevocationService,
+    jwt_body,
+    private_env,
+    revoke,
+    start_issuer,
+    start_revocation,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stack:
+    keys: TestServer
+    revocation: RevocationService
+    issuer: Issuer
+    session: aiohttp.ClientSession
+
+    @property
+    def keys_url(self) -> str:
+        return str(self.keys.make_url("")).rstrip("/")
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, f"{self.keys_url}{path}", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json()
+
+    async def sign(self, tenant: str, **claims: Any) -> tuple[str, str, str]:
+        """(token, jti, kid) of a Tapis-shaped access token signed by the tenant's key."""
+        jti = str(uuid.uuid4())
+        body = {
+            "jti": jti,
+            "sub": f"alice@{tenant}",
+            "tapis/tenant_id": tenant,
+            "tapis/token_type": "access",
+            "exp": int(time.time()) + 300,
+            **claims,
+        }
+        reply = await self.call("POST", f"/internal/tenants/{tenant}/sign", {"claims": [body]})
+        return reply["tokens"][0], jti, reply["kid"]
+
+
+@pytest.fixture(scope="module")
+async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Stack]:
+    issuer, issuer_server = await start_issuer()
+    env = private_env(
+        tessera_env,
+        TESSERA_ISSUER_URL=str(issuer_server.make_url("")).rstrip("/"),
+        TESSERA_KEY_ACTIVATION_DELAY="0",
+    )
+    env["TESSERA_KEYS_DATABASE_URL"] = env["TESSERA_REVOCATION_DATABASE_URL"] + "_keys"
+    await migrate_all(env, ["keys"])
+    keys = TestServer(create_keys_app(KeysSettings.from_env(env)))
+    await keys.start_server()
+    revocation = await start_revocation(env)
+    await revocation.wait_consuming("revocation.on_key_revoked")
+    async with aiohttp.ClientSession() as session:
+        yield Stack(keys, revocation, issuer, session)
+    await revocation.close()
+    await keys.close()
+    await issuer_server.close()
+
+
+@pytest.fixture
+async def subscriber(stack: Stack) -> AsyncIterator[Subscriber]:
+    sub = Subscriber(
+        SubscriberConfig(
+            revocations_url=stack.revocation.revocations_url,
+            jwks_url_template=f"{stack.keys_url}/internal/tenants/{{tenant}}/jwks",
+            amqp_url=stack.revocation.env["TESSERA_AMQP_URL"],
+            amqp_names=stack.revocation.names,
+            name="keys-test",
+        ),
+        stack.session,
+    )
+    await sub.start()
+    yield sub
+    await sub.close()
+
+
+async def _tenant(stack: Stack) -> str:
+    tenant = f"t-{secrets.token_hex(4)}"
+    await stack.call("POST", "/internal/tenants", {"id": tenant})
+    return tenant
+
+
+async def _reason(sub: Subscriber, token: str) -> str | None:
+    try:
+        await sub.verify_jwt(token)
+    except InvalidToken as exc:
+        return exc.reason
+    return None
+
+
+async def test_token_signed_by_keys_verifies_until_revoked(
+    stack: Stack, subscriber: Subscriber
+) -> None:
+    tenant = await _tenant(stack)
+    token, jti, _ = await stack.sign(tenant)
+    claims = await subscriber.verify_jwt(token)
+    assert claims["jti"] == jti and claims["tapis/tenant_id"] == tenant
+
+    status, _ = await revoke(stack.session, stack.revocation, jwt_body(tenant, jti=jti))
+    assert status == 200
+    # Through the outbox and the broker, not applied by hand.
+    await wait_for(lambda: subscriber.is_revoked(jti), timeout=5)
+    assert await _reason(subscriber, token) == "revoked"
+
+
+async def test_token_of_one_tenant_does_not_verify_as_another(
+    stack: Stack, subscriber: Subscriber
+) -> None:
+    ours, theirs = await _tenant(stack), await _tenant(stack)
+    token, _, _ = await stack.sign(theirs, **{"tapis/tenant_id": ours})
+    # Signed by the other tenant's key but claiming ours: our JWKS has no such kid.
+    assert await _reason(subscriber, token) == "unknown_kid"
+
+
+async def test_revoked_key_refuses_everything_it_signed_at_once(
+    stack: Stack, subscriber: Subscriber
+) -> None:
+    tenant = await _tenant(stack)
+    token, jti, kid = await stack.sign(tenant)
+    await subscriber.verify_jwt(token)
+    # The issuer knows this token was signed by the key, so the revocation service revokes it.
+    stack.issuer.add(tenant, "alice", kind="jwt_access", kid=kid, id=jti)
+
+    await stack.call("POST", f"/internal/tenants/{tenant}/keys/{kid}/revoke")
+
+    deadline = time.monotonic() + 5
+    while await _reason(subscriber, token) != "unknown_kid":
+        assert time.monotonic() < deadline, "a token of the revoked key still verifies"
+        await asyncio.sleep(0.05)
+    await wait_for(lambda: subscriber.is_revoked(jti), timeout=10)
+    # Another key took over: new tokens verify.
+    fresh, _, new_kid = await stack.sign(tenant)
+    assert new_kid != kid
+    await subscriber.verify_jwt(fresh)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import jwt
 
+from bench.report import result
 from services.cli import migrate_all
 from services.keys.crypto import generate_private_key
 from shared.db import drop_database
@@ -123,6 +124,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 figure = f"{alg} signatures via /sign ({per_request} per request)"
                 print(f"{figure:<44}{rate:>12,.0f}{raw:>12,.0f}{rate / raw:>8.2f}")
+                result(figure, rate, "/s", f"pyjwt_{alg.lower()}_sign")
     finally:
         service.terminate()
         service.wait(timeout=20)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -274,3 +276,16 @@ def test_image_healthcheck_finds_each_service_port_from_its_command(
     keys_pid = compose_run.running["keys"].process.pid
     local = code.replace("/proc/1/", f"/proc/{keys_pid}/")
     assert run(["python", "-c", local], gone).returncode != 0
+
+
+def test_operator_creates_a_tenant_inside_the_keys_container(compose_run: ComposeRun) -> None:
+    """docs/deploy.md's first step, `docker compose exec keys tessera tenant create ...`."""
+    tenant = f"deploy-{secrets.token_hex(4)}"
+    created = compose_run.exec("keys", "tessera", "tenant", "create", tenant)
+    assert created.returncode == 0, created.stderr
+    shown = compose_run.exec("keys", "tessera", "tenant", "show", tenant)
+    assert shown.returncode == 0, shown.stderr
+    # The issuer of its JWTs is the public URL the compose file gives (from .env).
+    public_url = compose_run.envs["keys"]["TESSERA_PUBLIC_URL"]
+    assert public_url == "http://localhost:8080"
+    assert json.loads(shown.stdout)["issuer"] == f"{public_url}/v3/tokens"

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from services.issuer.events import HANDLERS
+from services.issuer.handlers import KEYS, SESSION, SETTINGS, routes
 from services.issuer.settings import Settings
-from shared.http import base_app
-from shared.service import COMMON, broker, db_pool, outbox_relay
+from services.issuer.tenants import KeysClient
+from shared.http import base_app, internal_session
+from shared.service import COMMON, broker, db_pool, event_consumers, outbox_relay
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+async def clients(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with internal_session() as session:
+        app[SESSION] = session
+        app[KEYS] = KeysClient(session, settings.keys_url, settings.tenant_cache_seconds)
+        yield
 
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app("issuer")
     app[SETTINGS] = settings
     app[COMMON] = settings.common
-    # Set up in this order, torn down in reverse.
-    app.cleanup_ctx.extend([db_pool, broker, outbox_relay])
+    # Set up in this order, torn down in reverse: consumers stop before the pool closes.
+    app.cleanup_ctx.extend(
+        [db_pool, clients, broker, outbox_relay, event_consumers(lambda _app: HANDLERS)]
+    )
+    app.add_routes(routes)
     return app

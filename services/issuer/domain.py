@@ -1,0 +1,261 @@
+"""Requests, records and the Tapis claim sets, as plain data (no I/O; time comes in as ``now``)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.errors import BadRequest
+
+OPAQUE_KINDS = ("opaque", "databricks", "jobmanager")
+JWT_KINDS = ("jwt_access", "jwt_refresh")
+KINDS = OPAQUE_KINDS + JWT_KINDS
+MAX_TTL = 100 * 365 * 86400
+PERMISSION = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
+MAX_PERMISSIONS = 16
+RESERVED_CLAIMS = ("jti", "iss", "sub", "exp", "tenant", "target_site", "username", "account_type")
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool, max_len: int = 255) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len:
+        raise BadRequest(f"{name} must be a string of 1 to {max_len} characters")
+    return value
+
+
+def _ttl(value: Any, name: str) -> int | None:
+    """A lifetime in seconds: a positive integer (never a boolean), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_TTL:
+        raise BadRequest(f"{name} must be a positive integer of seconds (at most {MAX_TTL})")
+    return value
+
+
+def parse_permissions(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_PERMISSIONS:
+        raise BadRequest(f"permissions must be a list of at most {MAX_PERMISSIONS} strings")
+    if not all(isinstance(p, str) and PERMISSION.match(p) for p in value):
+        raise BadRequest("each permission must be 1 to 64 of A-Z a-z 0-9 : _ . -")
+    return list(dict.fromkeys(value))
+
+
+@dataclass(frozen=True)
+class CreateOpaque:
+    tenant: str
+    subject: str
+    kind: str
+    name: str | None
+    permissions: list[str]
+    ttl_seconds: int | None
+    created_by: str | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> CreateOpaque:
+        kind = body.get("kind", "opaque")
+        if kind not in OPAQUE_KINDS:
+            raise BadRequest(f"kind must be one of {', '.join(OPAQUE_KINDS)}")
+        return cls(
+            tenant=_text(body, "tenant", required=True, max_len=63) or "",
+            subject=_text(body, "subject", required=True) or "",
+            kind=kind,
+            name=_text(body, "name", required=False),
+            permissions=parse_permissions(body.get("permissions")),
+            ttl_seconds=_ttl(body.get("ttl_seconds"), "ttl_seconds"),
+            created_by=_text(body, "created_by", required=False),
+        )
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value
+
+
+def _tapis_ttl(body: dict[str, Any], name: str) -> int | None:
+    """Tapis TTLs: absent or ≤ 0 means the tenant default; otherwise a positive integer."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"{name} must be an integer of seconds")
+    if value <= 0:
+        return None
+    return _ttl(value, name)
+
+
+@dataclass(frozen=True)
+class CreateJwt:
+    tenant: str
+    username: str
+    account_type: str
+    target_site: str | None
+    delegation: bool
+    delegation_sub: str | None
+    access_ttl: int | None
+    refresh: bool
+    refresh_ttl: int | None
+    claims: dict[str, Any]
+    permissions: list[str]
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> CreateJwt:
+        account_type = body.get("account_type")
+        if account_type not in ("user", "service"):
+            raise BadRequest("account_type must be 'user' or 'service'")
+        target_site = _text(body, "target_site", required=account_type == "service")
+        delegation = _flag(body, "delegation")
+        delegation_sub = None
+        if delegation:
+            sub_tenant = _text(body, "delegation_sub_tenant_id", required=True)
+            sub_user = _text(body, "delegation_sub_username", required=True)
+            delegation_sub = f"{sub_user}@{sub_tenant}"
+        claims = body.get("claims") or {}
+        if not isinstance(claims, dict):
+            raise BadRequest("claims must be an object")
+        reserved = sorted(
+            name
+            for name in claims
+            if name in RESERVED_CLAIMS or name.removeprefix("tapis/") in RESERVED_CLAIMS
+        )
+        if reserved:
+            raise BadRequest(f"claims may not set reserved claims: {', '.join(reserved)}")
+        return cls(
+            tenant=_text(body, "tenant", required=True, max_len=63) or "",
+            username=_text(body, "username", required=True) or "",
+            account_type=account_type,
+            target_site=target_site,
+            delegation=delegation,
+            delegation_sub=delegation_sub,
+            access_ttl=_tapis_ttl(body, "access_ttl"),
+            refresh=_flag(body, "generate_refresh_token"),
+            refresh_ttl=_tapis_ttl(body, "refresh_ttl"),
+            claims=claims,
+            permissions=parse_permissions(body.get("permissions")),
+        )
+
+
+def access_claims(request: CreateJwt, issuer: str, ttl: int, now: datetime) -> dict[str, Any]:
+    """The Tapis access claim set, in the order CONTRACTS.md fixes."""
+    claims: dict[str, Any] = {
+        "jti": str(uuid.uuid4()),
+        "iss": issuer,
+        "sub": f"{request.username}@{request.tenant}",
+        "tapis/tenant_id": request.tenant,
+        "tapis/token_type": "access",
+        "tapis/delegation": request.delegation,
+        "tapis/delegation_sub": request.delegation_sub,
+        "tapis/username": request.username,
+        "tapis/account_type": request.account_type,
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+    }
+    if request.target_site is not None:
+        claims["tapis/target_site"] = request.target_site
+    claims.update(request.claims)
+    if request.permissions:
+        claims["tessera/permissions"] = request.permissions
+    return claims
+
+
+def refresh_claims(
+    access: dict[str, Any], access_ttl: int, refresh_ttl: int, now: datetime
+) -> dict[str, Any]:
+    """The Tapis refresh claim set for an access claim set, in the order CONTRACTS.md fixes."""
+    inner = {k: v for k, v in access.items() if k != "exp"}
+    inner["ttl"] = access_ttl
+    return {
+        "jti": str(uuid.uuid4()),
+        "iss": access["iss"],
+        "sub": access["sub"],
+        "tapis/initial_ttl": refresh_ttl,
+        "tapis/tenant_id": access["tapis/tenant_id"],
+        "tapis/token_type": "refresh",
+        "exp": int((now + timedelta(seconds=refresh_ttl)).timestamp()),
+        "tapis/access_token": inner,
+    }
+
+
+def rotated_pair(refresh: dict[str, Any], now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pair a refresh token is exchanged for: new jtis and expiries, all else carried over."""
+    inner = dict(refresh["tapis/access_token"])
+    access_ttl = int(inner.pop("ttl"))
+    exp = int((now + timedelta(seconds=access_ttl)).timestamp())
+    access: dict[str, Any] = {}
+    for name, value in inner.items():
+        access[name] = value
+        if name == "tapis/account_type":  # exp comes right after it, as in a fresh token
+            access["exp"] = exp
+    access["jti"] = str(uuid.uuid4())
+    access.setdefault("exp", exp)
+    return access, refresh_claims(access, access_ttl, int(refresh["tapis/initial_ttl"]), now)
+
+
+def token_response(token: str, claims: dict[str, Any], ttl: int, key: str) -> dict[str, Any]:
+    """One half of a Tapis NewTokenResponse."""
+    from datetime import UTC
+
+    expires = datetime.fromtimestamp(claims["exp"], UTC)
+    return {key: token, "jti": claims["jti"], "expires_in": ttl, "expires_at": expires.isoformat()}
+
+
+def encode_cursor(created_at: datetime, token_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{token_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, token_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(token_id)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("cursor is not one this service gave out") from None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def record_json(row: Any) -> dict[str, Any]:
+    """A TokenRecord (docs/internal-api.md): never a secret."""
+    return {
+        "id": str(row["id"]),
+        "display_id": row["display_id"],
+        "tenant": row["tenant"],
+        "subject": row["subject"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "permissions": list(row["permissions"]),
+        "created_at": row["created_at"].isoformat(),
+        "expires_at": _iso(row["expires_at"]),
+        "last_used_at": _iso(row["last_used_at"]),
+        "revoked_at": _iso(row["revoked_at"]),
+        "created_by": row["created_by"],
+        "family_id": str(row["family_id"]) if row["family_id"] else None,
+        "kid": row["kid"],
+    }
+
+
+def principal_json(row: Any) -> dict[str, Any]:
+    return {
+        "tenant": row["tenant"],
+        "subject": row["subject"],
+        "token_id": str(row["id"]),
+        "kind": row["kind"],
+        "permissions": list(row["permissions"]),
+        "expires_at": _iso(row["expires_at"]),
+        "display_id": row["display_id"],
+    }
+
+
+def is_active(row: Any, now: datetime) -> bool:
+    return row["revoked_at"] is None and (row["expires_at"] is None or row["expires_at"] > now)

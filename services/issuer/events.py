@@ -1,0 +1,44 @@
+"""Events the issuer publishes, and the ``token.revoked`` events it applies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.issuer import store
+from shared.bus.envelope import Envelope
+
+
+def token_issued(row: Any) -> Envelope:
+    """``token.issued``: who got what kind of token until when; never its value."""
+    return Envelope(
+        type="token.issued",
+        source="issuer",
+        tenant=row["tenant"],
+        data={
+            "token_id": str(row["id"]),
+            "display_id": row["display_id"],
+            "subject": row["subject"],
+            "kind": row["kind"],
+            "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
+            "family_id": str(row["family_id"]) if row["family_id"] else None,
+        },
+    )
+
+
+async def on_token_revoked(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """Keep our records' revoked state current (a token we never issued is ignored)."""
+    try:
+        token_id = uuid.UUID(str(envelope.data["token_id"]))
+    except (KeyError, ValueError):
+        return
+    revoked_at = datetime.fromisoformat(
+        str(envelope.data.get("revoked_at") or envelope.occurred_at.isoformat())
+    )
+    await store.mark_revoked(conn, envelope.tenant, token_id, revoked_at)
+
+
+HANDLERS = {"issuer.on_token_revoked": {"token.revoked.v1": on_token_revoked}}

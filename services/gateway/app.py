@@ -3,20 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
+from services.gateway import databricks, jobmanager, lagrello, oauth, tapis
+from services.gateway.auth import Authenticator
+from services.gateway.backends import Backends
+from services.gateway.context import AUTH, BACKENDS, SESSION, SETTINGS, SUBSCRIBER
+from services.gateway.errors import VERSION, dialect_errors
+from services.gateway.openapi import openapi
 from services.gateway.settings import Settings
-from shared.http import base_app, call_service, internal_client, json_response
-from shared.service import BROKER, COMMON, broker
-
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-BACKENDS: web.AppKey[ClientSession] = web.AppKey("backends", ClientSession)
+from shared.http import base_app, call_service, internal_session, json_response
+from shared.service import COMMON, StartupError
+from shared.subscriber import FeedUnavailable, Subscriber, SubscriberConfig
 
 
-async def backends(app: web.Application):  # type: ignore[no-untyped-def]
-    async for _ in internal_client(app, BACKENDS):
+async def clients(app: web.Application) -> AsyncIterator[None]:
+    async with internal_session() as session:
+        app[SESSION] = session
+        app[BACKENDS] = Backends(session, app[SETTINGS])
         yield
+
+
+async def subscriber(app: web.Application) -> AsyncIterator[None]:
+    """The same subscriber library other services use: JWKS cache and revocation set."""
+    settings = app[SETTINGS]
+    config = SubscriberConfig(
+        revocations_url=f"{settings.revocation_url}/internal/revocations",
+        jwks_url_template=f"{settings.keys_url}/internal/tenants/{{tenant}}/jwks",
+        amqp_url=settings.common.amqp_url,
+        amqp_names=settings.common.amqp,
+        name="gateway",
+    )
+    sub = Subscriber(config, app[SESSION])
+    try:
+        await sub.start()
+    except FeedUnavailable as exc:
+        await sub.close()
+        raise StartupError(f"cannot read the revocation feed: {exc}") from None
+    app[SUBSCRIBER] = sub
+    app[AUTH] = Authenticator(app[BACKENDS], sub, settings.opaque_cache_seconds)
+    yield
+    await sub.close()
 
 
 async def backend_status(request: web.Request) -> web.Response:
@@ -31,20 +60,28 @@ async def backend_status(request: web.Request) -> web.Response:
     async def probe(name: str, url: str) -> tuple[str, str]:
         try:
             status, _ = await call_service(
-                request.app[BACKENDS], "GET", f"{url}/healthz", service=name
+                request.app[SESSION], "GET", f"{url}/healthz", service=name
             )
         except Exception:
             return name, "unreachable"
         return name, "ok" if status == 200 else f"status {status}"
 
     results = await asyncio.gather(*(probe(n, u) for n, u in urls.items()))
-    return json_response({"backends": dict(results), "broker": request.app[BROKER].connected})
+    return json_response({"backends": dict(results), "revocation_seq": request.app[SUBSCRIBER].seq})
+
+
+async def openapi_document(_request: web.Request) -> web.Response:
+    return json_response(openapi())
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app("gateway")
+    app = base_app("gateway", middlewares=[dialect_errors])
     app[SETTINGS] = settings
     app[COMMON] = settings.common
-    app.cleanup_ctx.extend([broker, backends])
+    app[VERSION] = settings.common.version
+    app.cleanup_ctx.extend([clients, subscriber])
     app.router.add_get("/internal/status", backend_status)
+    app.router.add_get("/openapi.json", openapi_document)
+    for module in (tapis, jobmanager, lagrello, databricks, oauth):
+        app.add_routes(module.routes)
     return app

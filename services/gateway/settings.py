@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.settings import CommonSettings, Env, service_url
+from shared.settings import (
+    CommonSettings,
+    Env,
+    IPNetwork,
+    get_float,
+    get_int,
+    get_networks,
+    get_str,
+    service_url,
+)
 
 
 @dataclass(frozen=True)
@@ -13,6 +22,13 @@ class Settings:
     issuer_url: str
     keys_url: str
     revocation_url: str
+    # Who may use the jobmanager API, and whose X-Forwarded-For we believe.
+    internal_networks: tuple[IPNetwork, ...]
+    trusted_proxies: tuple[IPNetwork, ...]
+    default_tenant: str
+    jobmanager_default_ttl: int
+    databricks_default_lifetime: int
+    opaque_cache_seconds: float
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
@@ -21,4 +37,12 @@ class Settings:
             issuer_url=service_url(env, "issuer"),
             keys_url=service_url(env, "keys"),
             revocation_url=service_url(env, "revocation"),
+            internal_networks=get_networks(env, "TESSERA_INTERNAL_NETWORKS", "127.0.0.0/8,::1/128"),
+            trusted_proxies=get_networks(env, "TESSERA_TRUSTED_PROXIES", ""),
+            default_tenant=get_str(env, "TESSERA_DEFAULT_TENANT", "dev"),
+            jobmanager_default_ttl=get_int(env, "TESSERA_JOBMANAGER_TTL", 30 * 86400, minimum=1),
+            databricks_default_lifetime=get_int(
+                env, "TESSERA_DATABRICKS_LIFETIME", 2 * 365 * 86400, minimum=1
+            ),
+            opaque_cache_seconds=get_float(env, "TESSERA_AUTH_CACHE_SECONDS", 5.0),
         )

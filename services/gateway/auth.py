@@ -1,0 +1,97 @@
+"""Authenticating callers: JWTs locally (subscriber library), opaque tokens via the issuer.
+
+An opaque token's principal is cached for a few seconds, keyed by a hash of the token (never
+the token itself); a revocation empties its entry at once, and every answer, cached or not, is
+checked against the subscriber's revocation set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from services.gateway.backends import Backends
+from services.gateway.principal import Principal
+from shared.errors import Unauthenticated, Unavailable
+from shared.logging import bind_actor
+from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
+from shared.tokens import classify
+
+
+class Authenticator:
+    def __init__(self, backends: Backends, subscriber: Subscriber, cache_seconds: float) -> None:
+        self._backends = backends
+        self._subscriber = subscriber
+        self._ttl = cache_seconds
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._by_token_id: dict[str, bytes] = {}
+        subscriber.add_listener(self._forget)
+
+    def _forget(self, revocation: dict[str, Any]) -> None:
+        key = self._by_token_id.pop(str(revocation.get("token_id")), None)
+        if key is not None:
+            self._cache.pop(key, None)
+
+    def revoked(self, principal: Principal) -> bool:
+        return self._subscriber.is_revoked(principal.token_id) or bool(
+            principal.display_id and self._subscriber.is_revoked(principal.display_id)
+        )
+
+    async def authenticate(self, token: str) -> Principal:
+        """The caller behind a credential, or :class:`Unauthenticated`."""
+        form = classify(token)
+        if form == "jwt":
+            principal = await self._jwt(token)
+        elif form in ("opaque", "databricks"):
+            principal = await self._opaque(token)
+        else:
+            raise Unauthenticated("the credential is not one Tessera issued")
+        if self.revoked(principal):
+            raise Unauthenticated("the credential has been revoked")
+        bind_actor(principal.actor)
+        return principal
+
+    async def verify_jwt(self, token: str) -> dict[str, Any]:
+        """A valid Tessera JWT's claims, or :class:`Unauthenticated` (503 if keys are down)."""
+        try:
+            return await self._subscriber.verify_jwt(token)
+        except VerifierUnavailable:
+            raise Unavailable("signing keys are unavailable") from None
+        except InvalidToken as exc:
+            raise Unauthenticated(f"invalid token: {exc.reason}") from None
+
+    async def _jwt(self, token: str) -> Principal:
+        claims = await self.verify_jwt(token)
+        try:
+            return Principal.from_claims(claims)
+        except (KeyError, TypeError, ValueError):
+            raise Unauthenticated("the token lacks Tessera's claims") from None
+
+    async def _opaque(self, token: str) -> Principal:
+        key = hashlib.sha256(token.encode()).digest()
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached and cached[0] > now:
+            principal = cached[1]
+            if principal.expires_at is None or principal.expires_at.timestamp() > time.time():
+                return principal
+        status, body = await self._backends.authenticate(token)
+        if status == 401:
+            self._cache.pop(key, None)
+            raise Unauthenticated("invalid credential")
+        if status != 200 or not isinstance(body, dict):
+            raise Unavailable("the issuer service is unavailable")
+        principal = Principal.from_issuer(body)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+            self._by_token_id.clear()
+        self._cache[key] = (now + self._ttl, principal)
+        self._by_token_id[principal.token_id] = key
+        return principal
+
+    def apply_revocations(self, revocations: list[dict[str, Any]]) -> None:
+        """The gateway's own revocations take effect here before the reply is sent."""
+        for revocation in revocations:
+            self._subscriber.apply(revocation)
+            self._forget(revocation)

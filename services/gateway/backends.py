@@ -1,0 +1,120 @@
+"""Calls to the issuer, revocation and keys services (docs/internal-api.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import ClientSession
+
+from services.gateway.settings import Settings
+from shared.http import call_service, raise_for_service_error
+
+
+class Backends:
+    def __init__(self, session: ClientSession, settings: Settings) -> None:
+        self._session = session
+        self._issuer = settings.issuer_url
+        self._keys = settings.keys_url
+        self._revocation = settings.revocation_url
+
+    async def _call(
+        self,
+        service: str,
+        method: str,
+        url: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        status, payload = await call_service(
+            self._session, method, url, service=service, json_body=body, params=params
+        )
+        raise_for_service_error(status, payload, service)
+        return payload
+
+    # issuer
+    async def authenticate(self, token: str) -> tuple[int, Any]:
+        return await call_service(
+            self._session,
+            "POST",
+            f"{self._issuer}/internal/authenticate",
+            service="issuer",
+            json_body={"token": token},
+        )
+
+    async def create_opaque(self, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "issuer", "POST", f"{self._issuer}/internal/tokens", fields
+        )
+        return result
+
+    async def create_jwt(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "issuer", "POST", f"{self._issuer}/internal/jwt", body
+        )
+        return result
+
+    async def refresh_jwt(self, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "issuer", "POST", f"{self._issuer}/internal/jwt/refresh", {"refresh_token": token}
+        )
+        return result
+
+    async def list_tokens(self, **params: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "issuer", "GET", f"{self._issuer}/internal/tokens", params=params
+        )
+        return result
+
+    async def lookup(self, tenant: str, **selector: str) -> dict[str, Any] | None:
+        """The token record, or None when the issuer knows no such token in this tenant."""
+        status, body = await call_service(
+            self._session,
+            "GET",
+            f"{self._issuer}/internal/tokens/lookup",
+            service="issuer",
+            params={"tenant": tenant, **selector},
+        )
+        if status == 404:
+            return None
+        raise_for_service_error(status, body, "issuer")
+        return dict(body)
+
+    # revocation
+    async def revoke(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        result = await self._call(
+            "revocation", "POST", f"{self._revocation}/internal/revocations", body
+        )
+        return list(result["revocations"])
+
+    async def feed(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "revocation", "GET", f"{self._revocation}/internal/revocations{path}", params=params
+        )
+        return result
+
+    # keys
+    async def tenant(self, tenant: str) -> dict[str, Any] | None:
+        status, body = await call_service(
+            self._session, "GET", f"{self._keys}/internal/tenants/{tenant}", service="keys"
+        )
+        if status == 404:
+            return None
+        raise_for_service_error(status, body, "keys")
+        return dict(body)
+
+    async def rotate_now(self, tenant: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "keys",
+            "POST",
+            f"{self._keys}/internal/tenants/{tenant}/keys/rotate",
+            {"immediate": True},
+        )
+        return result
+
+    async def jwks(self, tenant: str) -> tuple[int, Any, str | None]:
+        async with self._session.get(f"{self._keys}/internal/tenants/{tenant}/jwks") as resp:
+            return (
+                resp.status,
+                await resp.json(content_type=None),
+                resp.headers.get("Cache-Control"),
+            )

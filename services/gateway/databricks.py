@@ -1,0 +1,132 @@
+"""Databricks Token API 2.0 (CONTRACTS.md §4): create, list, delete, and the start-up probe."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.context import AUTH, BACKENDS, SETTINGS
+from services.gateway.errors import DialectError
+from services.gateway.principal import Principal
+from services.gateway.requests import bearer, json_object
+from shared.errors import QuotaExceeded, Unauthenticated
+from shared.http import json_response
+
+routes = web.RouteTableDef()
+TOKEN_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _ms(value: str | None) -> int:
+    return int(datetime.fromisoformat(value).timestamp() * 1000) if value else -1
+
+
+def token_info(record: dict[str, Any]) -> dict[str, Any]:
+    """PublicTokenInfo: epoch milliseconds, -1 for never, no nulls (comment omitted)."""
+    info: dict[str, Any] = {
+        "token_id": record["display_id"],
+        "creation_time": _ms(record["created_at"]),
+        "expiry_time": _ms(record["expires_at"]),
+    }
+    if record.get("name"):
+        info["comment"] = record["name"]
+    return info
+
+
+async def caller(request: web.Request) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise DialectError(401, "no bearer token: send Authorization: Bearer <token>")
+    try:
+        return await request.app[AUTH].authenticate(token)
+    except Unauthenticated as exc:
+        raise DialectError(401, f"invalid credential: {exc.message}") from None
+
+
+@routes.get("/.well-known/databricks-config")
+async def well_known(_request: web.Request) -> web.Response:
+    # The SDK probes this without auth; a fast 404 tells it this is not a Databricks workspace.
+    return json_response(
+        {"error_code": "NOT_FOUND", "message": "no Databricks workspace configuration here"}, 404
+    )
+
+
+@routes.post("/api/2.0/token/create")
+async def create(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    body = await json_object(request, allow_empty=True)
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > 255):
+        raise DialectError(400, "comment must be a string of at most 255 characters")
+    lifetime = body.get("lifetime_seconds")
+    if lifetime is None:
+        lifetime = request.app[SETTINGS].databricks_default_lifetime
+    elif not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
+        raise DialectError(400, "lifetime_seconds must be a positive integer")
+    elif lifetime > 100 * 365 * 86400:
+        raise DialectError(400, "lifetime_seconds is too large")
+    scopes = body.get("scopes")
+    if scopes is not None and (
+        not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)
+    ):
+        raise DialectError(400, "scopes must be a list of strings")
+    try:
+        created = await request.app[BACKENDS].create_opaque(
+            tenant=principal.tenant,
+            subject=principal.subject,
+            kind="databricks",
+            name=comment or None,
+            ttl_seconds=lifetime,
+            created_by=principal.subject,
+        )
+    except QuotaExceeded as exc:
+        raise DialectError(400, exc.message, "QUOTA_EXCEEDED") from None
+    return json_response(
+        {"token_value": created["value"], "token_info": token_info(created["token"])}
+    )
+
+
+@routes.get("/api/2.0/token/list")
+async def list_tokens(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    page = await request.app[BACKENDS].list_tokens(
+        tenant=principal.tenant, subject=principal.subject, kind="databricks", limit="1000"
+    )
+    return json_response({"token_infos": [token_info(r) for r in page["tokens"]]})
+
+
+@routes.post("/api/2.0/token/delete")
+async def delete(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    body = await json_object(request)
+    token_id = body.get("token_id")
+    if not isinstance(token_id, str) or not token_id:
+        raise DialectError(400, "token_id is required")
+    record = (
+        await request.app[BACKENDS].lookup(principal.tenant, display_id=token_id)
+        if TOKEN_ID.match(token_id)
+        else None
+    )
+    # Unknown, expired, revoked and another user's tokens look the same: they do not exist.
+    if (
+        record is None
+        or record["subject"] != principal.subject
+        or record["revoked_at"] is not None
+        or (
+            record["expires_at"]
+            and datetime.fromisoformat(record["expires_at"]) <= datetime.now().astimezone()
+        )
+    ):
+        raise DialectError(404, f"Token with id {token_id} does not exist.")
+    revocations = await request.app[BACKENDS].revoke(
+        {
+            "tenant": principal.tenant,
+            "token_id": record["id"],
+            "reason": "deleted",
+            "actor": principal.actor,
+        }
+    )
+    request.app[AUTH].apply_revocations(revocations)
+    return json_response({})

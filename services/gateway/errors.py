@@ -1,0 +1,135 @@
+"""Errors in each public dialect's own shape, chosen by the request path.
+
+Handlers raise :class:`DialectError` (or let a backend's :class:`TesseraError` through); the
+middleware renders it as Tapis, jobmanager, Lagrello, Databricks or Tessera's own shape, with
+the statuses each dialect's clients expect (CONTRACTS.md). Bad input is never a 500, and an
+unexpected fault is a dialect-shaped 500 with a generic message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from shared.errors import TesseraError, Unavailable
+from shared.http import json_response
+
+log = structlog.get_logger("tessera.gateway")
+
+LAGRELLO_TYPES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}
+DATABRICKS_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    405: "ENDPOINT_NOT_FOUND",
+    409: "RESOURCE_ALREADY_EXISTS",
+    413: "INVALID_PARAMETER_VALUE",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+VERSION: web.AppKey[str] = web.AppKey("version", str)
+
+
+class DialectError(Exception):
+    """A failure to answer in the caller's dialect: status, message and an optional code."""
+
+    def __init__(
+        self, status: int, message: str, code: str | None = None, *, body: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.body = body
+
+
+def dialect_of(path: str) -> str:
+    if path.startswith("/v3/"):
+        return "tapis"
+    if path == "/v1/api_access_token" or path.startswith("/v1/api_access_token/"):
+        return "jobmanager"
+    if path == "/v1/tokens" or path.startswith("/v1/tokens/"):
+        return "lagrello"
+    if path.startswith("/api/2.0/") or path == "/.well-known/databricks-config":
+        return "databricks"
+    return "tessera"
+
+
+def tapis_envelope(result: Any, message: str, version: str, *, ok: bool = True) -> dict[str, Any]:
+    return {
+        "result": result,
+        "status": "success" if ok else "error",
+        "message": message,
+        "version": version,
+        "metadata": {},
+    }
+
+
+def render(
+    request: web.Request, status: int, message: str, code: str | None = None, body: Any = None
+) -> web.Response:
+    dialect = dialect_of(request.path)
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    if body is not None:
+        return json_response(body, status, headers)
+    if dialect == "tapis":
+        if status < 500 and status not in (405, 429):
+            status = 400  # the real Tapis answers every client error with 400
+        payload = tapis_envelope(None, message, request.app[VERSION], ok=False)
+    elif dialect == "jobmanager":
+        payload = {"detail": message}
+    elif dialect == "lagrello":
+        payload = {"message": message, "errorType": code or LAGRELLO_TYPES.get(status, "Error")}
+    elif dialect == "databricks":
+        payload = {
+            "error_code": code or DATABRICKS_CODES.get(status, "INTERNAL_ERROR"),
+            "message": message,
+        }
+    else:
+        payload = {"error": code or "error", "message": message}
+    return json_response(payload, status, headers)
+
+
+def _route_missing(request: web.Request, status: int) -> web.Response:
+    dialect = dialect_of(request.path)
+    if dialect == "tapis":
+        return render(request, 405, "The endpoint does not exist or the method is not allowed.")
+    if dialect == "tessera" and status == 404:
+        return json_response({"detail": "Not Found"}, 404)
+    if status == 405:
+        return render(request, 405, "Method Not Allowed")
+    return render(
+        request, 404, "Not Found", "ENDPOINT_NOT_FOUND" if dialect == "databricks" else None
+    )
+
+
+@web.middleware
+async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DialectError as exc:
+        return render(request, exc.status, exc.message, exc.code, exc.body)
+    except Unavailable as exc:
+        return render(request, 503, exc.message)
+    except TesseraError as exc:
+        return render(request, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status in (404, 405):
+            return _route_missing(request, exc.status)
+        if exc.status == 413:
+            return render(
+                request,
+                413 if dialect_of(request.path) != "tapis" else 400,
+                "request body too large",
+            )
+        if exc.status < 400:
+            raise
+        return render(request, exc.status, exc.reason)
+    except Exception:
+        log.exception("unhandled error")
+        return render(request, 500, "internal error")

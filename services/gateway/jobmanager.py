@@ -1,0 +1,118 @@
+"""jobmanager API access tokens (CONTRACTS.md §2): create and revoke, internal networks only.
+
+Checks run in the contract's order: 403 (not internal), then 400/422 (bad input), then 404.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.context import AUTH, BACKENDS, SETTINGS
+from services.gateway.errors import DialectError
+from services.gateway.requests import client_address, json_body
+from shared.http import json_response
+
+routes = web.RouteTableDef()
+PATH = "/v1/api_access_token"
+
+
+def require_internal(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    address = client_address(request, settings.trusted_proxies)
+    if address is None or not any(address in net for net in settings.internal_networks):
+        raise DialectError(403, "this API is only available from internal networks")
+
+
+def _identity(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise DialectError(400, "identity must be a non-empty string of at most 255 characters")
+    return value
+
+
+def _expires_at(value: Any, now: datetime, default_ttl: int) -> datetime:
+    """Seconds from now (a positive integer) or a future ISO 8601 time (UTC if no offset)."""
+    if value is None:
+        return datetime.fromtimestamp(now.timestamp() + default_ttl, UTC)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 < value <= 100 * 365 * 86400:
+            raise DialectError(400, "expiration must be a positive number of seconds")
+        return datetime.fromtimestamp(now.timestamp() + value, UTC)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise DialectError(400, "expiration must be seconds or an ISO 8601 time") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        if when <= now:
+            raise DialectError(400, "expiration must be in the future")
+        return when
+    raise DialectError(400, "expiration must be seconds or an ISO 8601 time")
+
+
+@routes.post(PATH)
+async def create(request: web.Request) -> web.Response:
+    require_internal(request)
+    body = await json_body(request, allow_empty=True)
+    if body is not None and not isinstance(body, dict):
+        raise DialectError(400, "request body must be a JSON object")
+    source = {**request.query, **(body or {})}  # the body wins
+    if "identity" not in source:
+        raise DialectError(400, 'identity is required: send JSON {"identity": …} or ?identity=…')
+    identity = _identity(source["identity"])
+    now = datetime.now(UTC)
+    expires_at = _expires_at(
+        source.get("expiration"), now, request.app[SETTINGS].jobmanager_default_ttl
+    )
+    ttl = max(1, int(expires_at.timestamp() - now.timestamp()))
+    created = await request.app[BACKENDS].create_opaque(
+        tenant=request.app[SETTINGS].default_tenant,
+        subject=identity,
+        kind="jobmanager",
+        ttl_seconds=ttl,
+        created_by="jobmanager",
+    )
+    record = created["token"]
+    return json_response(
+        {"token": created["value"], "identity": identity, "expires_at": record["expires_at"]}
+    )
+
+
+@routes.delete(PATH)
+async def revoke(request: web.Request) -> web.Response:
+    require_internal(request)
+    missing = [name for name in ("identity", "token") if name not in request.query]
+    if missing:
+        detail = [
+            {"loc": ["query", n], "msg": "Field required", "type": "missing"} for n in missing
+        ]
+        raise DialectError(422, "missing query parameters", body={"detail": detail})
+    identity = _identity(request.query["identity"])
+    token = request.query["token"]
+    tenant = request.app[SETTINGS].default_tenant
+    record = await request.app[BACKENDS].lookup(tenant, value=token) if token else None
+    if (
+        record is None
+        or record["kind"] != "jobmanager"
+        or record["subject"] != identity
+        or record["revoked_at"] is not None
+        or (
+            record["expires_at"]
+            and datetime.fromisoformat(record["expires_at"]) <= datetime.now(UTC)
+        )
+    ):
+        raise DialectError(404, "Token not found")
+    revocations = await request.app[BACKENDS].revoke(
+        {
+            "tenant": tenant,
+            "token_id": record["id"],
+            "reason": "revoked",
+            "actor": f"{identity}@{tenant}",
+        }
+    )
+    request.app[AUTH].apply_revocations(revocations)
+    return json_response({"token": token, "identity": identity})

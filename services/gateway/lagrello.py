@@ -1,0 +1,143 @@
+"""Lagrello tokens (CONTRACTS.md §3): create, paged list, delete; camelCase, no nulls, no extras."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from services.gateway.context import AUTH, BACKENDS
+from services.gateway.errors import DialectError
+from services.gateway.principal import LAGRELLO, Principal
+from services.gateway.requests import bearer, json_body
+from shared.errors import Unauthenticated
+from shared.http import json_response
+from shared.tokens import classify
+
+routes = web.RouteTableDef()
+MAX_SIZE = 20
+
+
+def rfc3339(value: str) -> str:
+    return datetime.fromisoformat(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def permissions_of(record: dict[str, Any]) -> list[str]:
+    stored = [p for p in record["permissions"] if p in LAGRELLO]
+    return ["READ", *[p for p in ("WRITE", "ADMIN") if p in stored]]
+
+
+def token_model(record: dict[str, Any], token_key: str) -> dict[str, Any]:
+    """The Token model: exactly these five keys, never a null."""
+    return {
+        "tokenKey": token_key,
+        "tokenName": record["name"] or "",
+        "createdBy": record["created_by"] or record["subject"],
+        "createdAt": rfc3339(record["created_at"]),
+        "permissions": permissions_of(record),
+    }
+
+
+async def caller(request: web.Request) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise DialectError(403, "a bearer token is required", "Forbidden")
+    try:
+        return await request.app[AUTH].authenticate(token)
+    except Unauthenticated as exc:
+        raise DialectError(403, f"invalid credential: {exc.message}", "Forbidden") from None
+
+
+@routes.post("/v1/tokens")
+async def create(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    if not principal.can_create_any:
+        raise DialectError(403, "creating tokens needs the ADMIN permission", "Forbidden")
+    body = await json_body(request)
+    if not isinstance(body, dict) or not body:
+        raise DialectError(400, "a JSON object with tokenName is required")
+    name = body.get("tokenName")
+    if not isinstance(name, str) or not 1 <= len(name) <= 128:
+        raise DialectError(400, "tokenName must be a string of 1 to 128 characters")
+    requested = body.get("permissions") or []
+    if not isinstance(requested, list) or not all(p in LAGRELLO for p in requested):
+        raise DialectError(400, "permissions must be a list of READ, WRITE and ADMIN")
+    permissions = ["READ", *[p for p in ("WRITE", "ADMIN") if p in requested]]
+    created = await request.app[BACKENDS].create_opaque(
+        tenant=principal.tenant,
+        subject=principal.subject,
+        kind="opaque",
+        name=name,
+        permissions=permissions,
+        created_by=principal.subject,
+    )
+    return json_response(token_model(created["token"], created["value"]))
+
+
+def _page_param(request: web.Request, name: str, default: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1 or (high is not None and int(raw) > high):
+        bound = f"1 to {high}" if high else "at least 1"
+        raise DialectError(400, f"{name} must be an integer {bound}")
+    return int(raw)
+
+
+@routes.get("/v1/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    size = _page_param(request, "size", MAX_SIZE, MAX_SIZE)
+    page = _page_param(request, "page", 1, 10_000_000 // MAX_SIZE)
+    result = await request.app[BACKENDS].list_tokens(
+        tenant=principal.tenant, kind="opaque", limit=str(size), offset=str((page - 1) * size)
+    )
+    base = f"{request.url.origin()}/v1/tokens"
+
+    def link(number: int) -> str:
+        return f"{base}?page={number}&size={size}"
+
+    data = [token_model(r, r["id"]) for r in result["tokens"]]
+    paging = {
+        "previous": link(page - 1) if page > 1 else "",
+        "next": link(page + 1) if result["next_cursor"] else "",
+    }
+    return json_response({"data": data, "paging": paging})
+
+
+@routes.delete("/v1/tokens/{key:.*}")
+async def delete(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    key = unquote(request.match_info["key"])
+    if key.lower() == "{id}":
+        raise DialectError(
+            404,
+            "the client sent the literal path placeholder {id} instead of a token id: "
+            "nothing was deleted (a known bug of the generated clients)",
+            "NotFound",
+        )
+    backends = request.app[BACKENDS]
+    if classify(key) == "opaque":
+        record = await backends.lookup(principal.tenant, value=key)
+    else:
+        try:
+            record = await backends.lookup(principal.tenant, id=str(uuid.UUID(key)))
+        except ValueError:
+            record = None
+    if record is None or record["kind"] != "opaque" or record["revoked_at"] is not None:
+        raise DialectError(404, "no such token", "NotFound")
+    if not principal.can_create_any and record["created_by"] != principal.subject:
+        raise DialectError(403, "only ADMIN or the token's creator may delete it", "Forbidden")
+    revocations = await backends.revoke(
+        {
+            "tenant": principal.tenant,
+            "token_id": record["id"],
+            "reason": "deleted",
+            "actor": principal.actor,
+        }
+    )
+    request.app[AUTH].apply_revocations(revocations)
+    return web.Response(status=204)

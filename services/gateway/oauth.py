@@ -1,0 +1,107 @@
+"""For resource servers: RFC 7662 introspection, RFC 7009 revocation, the revocation feed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.context import AUTH, BACKENDS
+from services.gateway.errors import DialectError
+from services.gateway.principal import Principal
+from services.gateway.requests import bearer
+from shared.errors import Unauthenticated
+from shared.http import json_response
+
+routes = web.RouteTableDef()
+
+
+async def caller(request: web.Request) -> Principal:
+    token = bearer(request)
+    if token is None:
+        raise DialectError(401, "a bearer credential is required", "invalid_client")
+    try:
+        return await request.app[AUTH].authenticate(token)
+    except Unauthenticated as exc:
+        raise DialectError(401, exc.message, "invalid_client") from None
+
+
+async def _form_token(request: web.Request) -> str:
+    form = await request.post()
+    token = form.get("token")
+    if not isinstance(token, str) or not token:
+        raise DialectError(400, "token is required", "invalid_request")
+    return token
+
+
+@routes.post("/oauth2/introspect")
+async def introspect(request: web.Request) -> web.Response:
+    """RFC 7662: ``{"active": false}`` for anything not valid in the caller's own tenant."""
+    principal = await caller(request)
+    token = await _form_token(request)
+    try:
+        subject = await request.app[AUTH].authenticate(token)
+    except Unauthenticated:
+        return json_response({"active": False})
+    if subject.tenant != principal.tenant:
+        return json_response({"active": False})
+    body: dict[str, Any] = {
+        "active": True,
+        "sub": subject.subject,
+        "tenant": subject.tenant,
+        "jti": subject.token_id,
+        "token_type": subject.kind,
+        "scope": " ".join(sorted(subject.permissions)),
+    }
+    if subject.expires_at is not None:
+        body["exp"] = int(subject.expires_at.timestamp())
+    return json_response(body)
+
+
+@routes.post("/oauth2/revoke")
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009: 200 whether or not the token was valid; only the caller's own tokens (or any
+    of its tenant's for an admin) are revoked."""
+    principal = await caller(request)
+    token = await _form_token(request)
+    try:
+        subject = await request.app[AUTH].authenticate(token)
+    except Unauthenticated:
+        return json_response({})
+    if subject.tenant != principal.tenant or not (
+        subject.subject == principal.subject or principal.is_admin
+    ):
+        return json_response({})
+    body: dict[str, Any] = {"tenant": subject.tenant, "reason": "revoked", "actor": principal.actor}
+    if subject.kind.startswith("jwt"):
+        expires = subject.expires_at.isoformat() if subject.expires_at else None
+        body["jwt"] = {"jti": subject.token_id, "subject": subject.subject, "expires_at": expires}
+    else:
+        body["token_id"] = subject.token_id
+    request.app[AUTH].apply_revocations(await request.app[BACKENDS].revoke(body))
+    return json_response({})
+
+
+def _feed_params(request: web.Request, names: tuple[str, ...], tenant: str) -> dict[str, str]:
+    params = {"tenant": tenant}
+    for name in names:
+        value = request.query.get(name)
+        if value is not None:
+            if not value.isdigit():
+                raise DialectError(400, f"{name} must be a non-negative integer", "bad_request")
+            params[name] = value
+    return params
+
+
+@routes.get("/v1/revocations")
+async def feed(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    params = _feed_params(request, ("since", "limit"), principal.tenant)
+    return json_response(await request.app[BACKENDS].feed("", params))
+
+
+@routes.get("/v1/revocations/snapshot")
+async def snapshot(request: web.Request) -> web.Response:
+    principal = await caller(request)
+    params = _feed_params(request, ("after_seq", "limit", "as_of"), principal.tenant)
+    return json_response(await request.app[BACKENDS].feed("/snapshot", params))

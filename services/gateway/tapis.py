@@ -1,0 +1,201 @@
+"""Tapis v3 Tokens (CONTRACTS.md §1): create, refresh, revoke, update_keys, and tenant JWKS.
+
+Every client error is a 400 in the Tapis envelope (the middleware maps statuses); successes
+are 200 with ``status: success``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.context import AUTH, BACKENDS
+from services.gateway.errors import VERSION, DialectError, tapis_envelope
+from services.gateway.principal import Principal
+from services.gateway.requests import basic, json_object
+from shared.errors import Unauthenticated
+from shared.http import json_response
+
+routes = web.RouteTableDef()
+
+
+def ok(request: web.Request, result: Any, message: str) -> web.Response:
+    return json_response(tapis_envelope(result, message, request.app[VERSION]))
+
+
+def _str(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise DialectError(400, f"{name} is required and must be a non-empty string")
+    return value
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise DialectError(400, f"{name} must be a boolean")
+    return value
+
+
+def _int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DialectError(400, f"{name} must be an integer")
+    return value
+
+
+async def _token_caller(request: web.Request) -> Principal | None:
+    """The X-Tapis-Token caller, None without one; both it and Basic is refused."""
+    token = request.headers.get("X-Tapis-Token")
+    if token is None:
+        return None
+    if request.headers.get("Authorization", "").lower().startswith("basic "):
+        raise DialectError(400, "send X-Tapis-Token or HTTP Basic credentials, not both")
+    try:
+        return await request.app[AUTH].authenticate(token)
+    except Unauthenticated as exc:
+        raise DialectError(400, f"Invalid X-Tapis-Token: {exc.message}") from None
+
+
+async def _authorise_create(
+    request: web.Request, tenant: str, username: str, account_type: str
+) -> Principal:
+    principal = await _token_caller(request)
+    if principal is None:
+        credentials = basic(request)
+        if credentials is None:
+            raise DialectError(400, "no credentials: send X-Tapis-Token or HTTP Basic")
+        user, password = credentials
+        if user != username:
+            raise DialectError(400, "the Basic user must be the token_username")
+        try:
+            principal = await request.app[AUTH].authenticate(password)
+        except Unauthenticated:
+            raise DialectError(400, "invalid Basic credentials") from None
+        if principal.tenant != tenant or principal.subject != username:
+            raise DialectError(400, "invalid Basic credentials")
+        return principal
+    same = (
+        principal.tenant == tenant
+        and principal.subject == username
+        and (principal.account_type or "user") == account_type
+    )
+    if not same and not (principal.tenant == tenant and principal.can_create_any):
+        raise DialectError(400, "not authorised to generate tokens for this tenant and user")
+    return principal
+
+
+@routes.post("/v3/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    account_type = body.get("account_type")
+    if account_type not in ("user", "service"):
+        raise DialectError(400, "account_type is required and must be 'user' or 'service'")
+    tenant = _str(body, "token_tenant_id")
+    username = _str(body, "token_username")
+    assert tenant is not None and username is not None
+    target_site = _str(body, "target_site", required=account_type == "service")
+    delegation = _bool(body, "delegation_token")
+    request_body: dict[str, Any] = {
+        "tenant": tenant,
+        "username": username,
+        "account_type": account_type,
+        "delegation": delegation,
+        "generate_refresh_token": _bool(body, "generate_refresh_token"),
+    }
+    if delegation:
+        request_body["delegation_sub_tenant_id"] = _str(body, "delegation_sub_tenant_id")
+        request_body["delegation_sub_username"] = _str(body, "delegation_sub_username")
+    if target_site is not None:
+        request_body["target_site"] = target_site
+    for name in ("access_token_ttl", "refresh_token_ttl"):
+        value = _int(body, name)
+        if value is not None:
+            request_body[name.replace("_token", "")] = value
+    claims = body.get("claims")
+    if claims is not None:
+        if not isinstance(claims, dict):
+            raise DialectError(400, "claims must be an object")
+        request_body["claims"] = claims
+    if await request.app[BACKENDS].tenant(tenant) is None:
+        raise DialectError(400, f"tenant {tenant} is not served here")
+    await _authorise_create(request, tenant, username, str(account_type))
+    result = await request.app[BACKENDS].create_jwt(request_body)
+    return ok(request, result, "Token generation successful.")
+
+
+async def _body_token(request: web.Request, field: str) -> tuple[str, dict[str, Any]]:
+    body = await json_object(request)
+    token = body.get(field)
+    if not isinstance(token, str) or not token:
+        raise DialectError(400, f"{field} is required")
+    try:
+        claims = await request.app[AUTH].verify_jwt(token)
+    except Unauthenticated as exc:
+        raise DialectError(400, f"Invalid token: {exc.message}") from None
+    return token, claims
+
+
+@routes.put("/v3/tokens")
+async def refresh_token(request: web.Request) -> web.Response:
+    token, claims = await _body_token(request, "refresh_token")
+    if claims.get("tapis/token_type") != "refresh":
+        raise DialectError(400, "the token is not a refresh token")
+    try:
+        result = await request.app[BACKENDS].refresh_jwt(token)
+    except Unauthenticated as exc:
+        raise DialectError(400, f"Invalid refresh token: {exc.message}") from None
+    return ok(request, result, "Token generation successful.")
+
+
+@routes.post("/v3/tokens/revoke")
+async def revoke_token(request: web.Request) -> web.Response:
+    _token, claims = await _body_token(request, "token")
+    from datetime import UTC, datetime
+
+    revocations = await request.app[BACKENDS].revoke(
+        {
+            "tenant": claims["tapis/tenant_id"],
+            "jwt": {
+                "jti": claims["jti"],
+                "subject": claims.get("tapis/username") or claims.get("sub"),
+                "expires_at": datetime.fromtimestamp(int(claims["exp"]), UTC).isoformat(),
+            },
+            "reason": "revoked",
+        }
+    )
+    request.app[AUTH].apply_revocations(revocations)
+    return ok(request, "", f"Token {claims['jti']} has been revoked.")
+
+
+@routes.put("/v3/tokens/keys")
+async def update_keys(request: web.Request) -> web.Response:
+    if request.headers.get("X-Tapis-Token") is None:
+        raise DialectError(400, "update_keys needs X-Tapis-Token (HTTP Basic is not accepted)")
+    principal = await _token_caller(request)
+    assert principal is not None
+    body = await json_object(request)
+    tenant = _str(body, "tenant_id")
+    if await request.app[BACKENDS].tenant(str(tenant)) is None:
+        raise DialectError(400, f"tenant {tenant} is not served here")
+    own = principal.tenant == tenant
+    if not principal.can_rotate_keys or not (own or principal.account_type == "service"):
+        raise DialectError(400, "not authorised to update the keys of this tenant")
+    rotated = await request.app[BACKENDS].rotate_now(str(tenant))
+    return ok(request, {"public_key": rotated["public_key_pem"]}, "Keys updated.")
+
+
+@routes.get("/v3/tenants/{tenant}/.well-known/jwks.json")
+async def jwks(request: web.Request) -> web.Response:
+    status, body, cache_control = await request.app[BACKENDS].jwks(request.match_info["tenant"])
+    if status == 404:
+        raise DialectError(400, "unknown tenant")
+    if status != 200:
+        raise DialectError(503, "signing keys are unavailable")
+    headers = {"Cache-Control": cache_control} if cache_control else None
+    return json_response(body, headers=headers)

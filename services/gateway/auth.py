@@ -33,6 +33,10 @@ class Authenticator:
         if key is not None:
             self._cache.pop(key, None)
 
+    def record_revoked(self, record: dict[str, Any]) -> bool:
+        """A token record the issuer still lists but a revocation has already reached us."""
+        return self._subscriber.is_revoked(str(record["id"]))
+
     def revoked(self, principal: Principal) -> bool:
         return self._subscriber.is_revoked(principal.token_id) or bool(
             principal.display_id and self._subscriber.is_revoked(principal.display_id)

@@ -94,7 +94,9 @@ async def list_tokens(request: web.Request) -> web.Response:
     page = await request.app[BACKENDS].list_tokens(
         tenant=principal.tenant, subject=principal.subject, kind="databricks", limit="1000"
     )
-    return json_response({"token_infos": [token_info(r) for r in page["tokens"]]})
+    auth = request.app[AUTH]
+    infos = [token_info(r) for r in page["tokens"] if not auth.record_revoked(r)]
+    return json_response({"token_infos": infos})
 
 
 @routes.post("/api/2.0/token/delete")

@@ -100,7 +100,8 @@ async def list_tokens(request: web.Request) -> web.Response:
     def link(number: int) -> str:
         return f"{base}?page={number}&size={size}"
 
-    data = [token_model(r, r["id"]) for r in result["tokens"]]
+    auth = request.app[AUTH]
+    data = [token_model(r, r["id"]) for r in result["tokens"] if not auth.record_revoked(r)]
     paging = {
         "previous": link(page - 1) if page > 1 else "",
         "next": link(page + 1) if result["next_cursor"] else "",

@@ -35,6 +35,8 @@ import aio_pika
 import aiohttp
 import asyncpg
 
+from bench.report import result
+
 ROOT = Path(__file__).resolve().parent.parent
 PING_KEY = "bench.ping.v1"
 
@@ -386,6 +388,12 @@ async def run(args: argparse.Namespace) -> int:
         print(f"  revoked_at → revoke reply received: {_stats(committed)}")
         print(f"  ratio to the raw hop (p50): {ratio:.1f}x")
         print(f"  refused by the subscriber when applied: {refused}/{n}")
+        # For `python -m bench`: latencies have no rate primitive; the raw hop is the reference.
+        result("revocation raw RabbitMQ hop p50", _pct(raw, 0.5) * 1000, "ms")
+        result("revocation commit→applied p50", _pct(from_commit, 0.5) * 1000, "ms")
+        result("revocation commit→applied p99", _pct(from_commit, 0.99) * 1000, "ms")
+        result(f"subscriber bootstrap of {size:,}", seconds, "s")
+        result(f"subscriber RSS holding {size:,}", rss, "MB")
         return 0 if refused == n else 1
     finally:
         if child is not None:

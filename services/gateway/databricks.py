@@ -12,7 +12,7 @@ from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer, json_object
-from shared.errors import QuotaExceeded, Unauthenticated
+from shared.errors import TesseraError, Unauthenticated
 from shared.http import json_response
 
 routes = web.RouteTableDef()
@@ -81,7 +81,9 @@ async def create(request: web.Request) -> web.Response:
             ttl_seconds=lifetime,
             created_by=principal.subject,
         )
-    except QuotaExceeded as exc:
+    except TesseraError as exc:
+        if exc.code != "quota_exceeded":
+            raise
         raise DialectError(400, exc.message, "QUOTA_EXCEEDED") from None
     return json_response(
         {"token_value": created["value"], "token_info": token_info(created["token"])}

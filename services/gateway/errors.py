@@ -117,7 +117,9 @@ async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamRe
     except Unavailable as exc:
         return render(request, 503, exc.message)
     except TesseraError as exc:
-        return render(request, exc.status, exc.message)
+        # A quota is a client error in every dialect (Databricks maps its own code above).
+        status = 400 if exc.code == "quota_exceeded" else exc.status
+        return render(request, status, exc.message)
     except web.HTTPException as exc:
         if exc.status in (404, 405):
             return _route_missing(request, exc.status)

@@ -77,7 +77,7 @@ def test_create_with_basic_refresh_and_revoke(stack: Stack) -> None:
         Tapis(
             base_url=stack.gateway, tenant_id="dev", jwt=renewed.access_token.access_token
         ).tokens.create_token(token_username=user, token_tenant_id="dev", account_type="user")
-    status, body = http_json(
+    status, _ = http_json(
         "GET",
         f"{stack.gateway}/api/2.0/token/list",
         headers={"Authorization": f"Bearer {renewed.access_token.access_token}"},
@@ -118,7 +118,7 @@ def test_update_keys_rotates_without_breaking_earlier_tokens(stack: Stack) -> No
         account_type="user",
     )
     assert again.access_token.access_token
-    status, _, body = http("GET", f"{stack.gateway}/v3/tenants/dev/.well-known/jwks.json")
+    _, _, body = http("GET", f"{stack.gateway}/v3/tenants/dev/.well-known/jwks.json")
     kids = {k["kid"] for k in json.loads(body)["keys"]}
     assert jwt.get_unverified_header(admin)["kid"] in kids
     assert jwt.get_unverified_header(again.access_token.access_token)["kid"] in kids

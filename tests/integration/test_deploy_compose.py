@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -289,3 +292,62 @@ def test_operator_creates_a_tenant_inside_the_keys_container(compose_run: Compos
     public_url = compose_run.envs["keys"]["TESSERA_PUBLIC_URL"]
     assert public_url == "http://localhost:8080"
     assert json.loads(shown.stdout)["issuer"] == f"{public_url}/v3/tokens"
+
+
+def call(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One JSON request with a bearer token; (status, parsed body or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    return status, json.loads(raw) if raw else None
+
+
+def test_a_token_goes_through_create_use_revoke_via_the_published_gateway(
+    compose_run: ComposeRun,
+) -> None:
+    tenant = f"deploy-{secrets.token_hex(4)}"
+    # The operator's first steps from docs/deploy.md: `docker compose exec keys|issuer tessera ...`.
+    created = compose_run.exec("keys", "tessera", "tenant", "create", tenant)
+    assert created.returncode == 0, created.stderr
+    minted = compose_run.exec(
+        "issuer",
+        "tessera",
+        "token",
+        "create",
+        "--tenant",
+        tenant,
+        "--subject",
+        "alice",
+        "--permission",
+        "admin",
+        "--dialect",
+        "databricks",
+    )
+    assert minted.returncode == 0, minted.stderr
+    admin = minted.stdout.strip()
+    assert re.fullmatch(r"dapi[0-9a-f]{32}", admin)
+
+    api = f"{compose_run.gateway}/api/2.0/token"
+    status, body = call(
+        "POST", f"{api}/create", admin, {"comment": "deploy", "lifetime_seconds": 3600}
+    )
+    assert status == 200, body
+    value, token_id = body["token_value"], body["token_info"]["token_id"]
+
+    status, body = call("GET", f"{api}/list", value)
+    assert status == 200, body
+    assert token_id in [info["token_id"] for info in body["token_infos"]]
+
+    status, body = call("POST", f"{api}/delete", value, {"token_id": token_id})
+    assert (status, body) == (200, {})
+
+    wait_until(lambda: call("GET", f"{api}/list", value)[0] == 401, "the deleted token refused", 15)
+    status, body = call("GET", f"{api}/list", admin)
+    assert status == 200 and token_id not in [i["token_id"] for i in body["token_infos"]]

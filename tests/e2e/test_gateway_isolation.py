@@ -1,0 +1,113 @@
+"""In every dialect: a revoked or expired credential is refused on the very next request, and
+one tenant's credential never reaches another tenant's tokens."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import Stack
+from tests.e2e.gateway_support import ensure_tenant, http_json, mint, unique
+
+pytestmark = pytest.mark.e2e
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+def refused_everywhere(stack: Stack, token: str) -> None:
+    """The credential is refused by every dialect, each in its own shape."""
+    g = stack.gateway
+    status, body = http_json("GET", f"{g}/api/2.0/token/list", headers=bearer(token))
+    assert (status, body["error_code"]) == (401, "UNAUTHENTICATED")
+    status, body = http_json("GET", f"{g}/v1/tokens", headers=bearer(token))
+    assert (status, body["errorType"]) == (403, "Forbidden")
+    status, body = http_json(
+        "POST",
+        f"{g}/v3/tokens",
+        body={"account_type": "user", "token_tenant_id": "dev", "token_username": "u"},
+        headers={"X-Tapis-Token": token, "Content-Type": "application/json"},
+    )
+    assert (status, body["status"]) == (400, "error")
+    status, body = http_json(
+        "POST",
+        f"{g}/oauth2/introspect",
+        raw=f"token={token}".encode(),
+        headers={**bearer(token), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 401
+
+
+@pytest.mark.parametrize("dialect", ["opaque", "databricks", "jobmanager", "tapis"])
+def test_revoked_credential_is_refused_on_the_very_next_request(stack: Stack, dialect: str) -> None:
+    user = unique("rv")
+    token = mint(stack, user, dialect=dialect, permissions=("admin",))
+    status, _ = http_json("GET", f"{stack.gateway}/api/2.0/token/list", headers=bearer(token))
+    assert status == 200  # works (and is now in the gateway's cache)
+    admin = mint(stack, unique("adm"), permissions=("admin",), dialect="opaque")
+    status, _ = http_json(
+        "POST",
+        f"{stack.gateway}/oauth2/revoke",
+        raw=f"token={token}".encode(),
+        headers={**bearer(admin), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200
+    refused_everywhere(stack, token)
+
+
+@pytest.mark.parametrize("dialect", ["opaque", "databricks", "tapis"])
+def test_expired_credential_is_refused(stack: Stack, dialect: str) -> None:
+    token = mint(stack, unique("ex"), dialect=dialect, ttl=1)
+    deadline = time.monotonic() + 10
+    while True:
+        status, _ = http_json("GET", f"{stack.gateway}/api/2.0/token/list", headers=bearer(token))
+        if status == 401:
+            break
+        assert time.monotonic() < deadline, "the expired credential kept working"
+        time.sleep(0.2)
+    refused_everywhere(stack, token)
+
+
+def test_introspection_shows_only_the_callers_tenant(stack: Stack) -> None:
+    ensure_tenant(stack, "other")
+    mine = mint(stack, unique("in"), permissions=("admin",))
+    theirs = mint(stack, unique("in"), tenant="other")
+    form = {**bearer(mine), "Content-Type": "application/x-www-form-urlencoded"}
+    status, body = http_json(
+        "POST", f"{stack.gateway}/oauth2/introspect", raw=f"token={mine}".encode(), headers=form
+    )
+    assert status == 200 and body["active"] is True and body["tenant"] == "dev"
+    status, body = http_json(
+        "POST", f"{stack.gateway}/oauth2/introspect", raw=f"token={theirs}".encode(), headers=form
+    )
+    assert body == {"active": False}
+    # Nor can it revoke another tenant's credential: RFC 7009 answers 200, and nothing happens.
+    http_json(
+        "POST", f"{stack.gateway}/oauth2/revoke", raw=f"token={theirs}".encode(), headers=form
+    )
+    status, _ = http_json("GET", f"{stack.gateway}/api/2.0/token/list", headers=bearer(theirs))
+    assert status == 200
+
+
+def test_revocation_feed_is_per_tenant(stack: Stack) -> None:
+    ensure_tenant(stack, "other")
+    victim = mint(stack, unique("fd"), dialect="opaque")
+    admin = mint(stack, unique("fa"), permissions=("admin",), dialect="opaque")
+    http_json(
+        "POST",
+        f"{stack.gateway}/oauth2/revoke",
+        raw=f"token={victim}".encode(),
+        headers={**bearer(admin), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    status, feed = http_json(
+        "GET", f"{stack.gateway}/v1/revocations?since=0", headers=bearer(admin)
+    )
+    assert status == 200 and feed["revocations"]
+    assert {r["tenant"] for r in feed["revocations"]} == {"dev"}
+    outsider = mint(stack, unique("fo"), tenant="other")
+    status, feed = http_json(
+        "GET", f"{stack.gateway}/v1/revocations?since=0", headers=bearer(outsider)
+    )
+    assert status == 200 and all(r["tenant"] == "other" for r in feed["revocations"])

@@ -351,3 +351,20 @@ def test_a_token_goes_through_create_use_revoke_via_the_published_gateway(
     wait_until(lambda: call("GET", f"{api}/list", value)[0] == 401, "the deleted token refused", 15)
     status, body = call("GET", f"{api}/list", admin)
     assert status == 200 and token_id not in [i["token_id"] for i in body["token_infos"]]
+
+
+def test_the_jobmanager_dialect_answers_callers_on_this_host(compose_run: ComposeRun) -> None:
+    """The compose default of TESSERA_INTERNAL_NETWORKS admits the Docker host (loopback here)
+    and issues into TESSERA_DEFAULT_TENANT, which is empty in .env.example and so means dev."""
+    assert compose_run.envs["gateway"]["TESSERA_DEFAULT_TENANT"] == ""
+    created = compose_run.exec("keys", "tessera", "tenant", "create", "dev")
+    assert created.returncode == 0 or "409" in created.stderr, created.stderr
+    request = urllib.request.Request(
+        f"{compose_run.gateway}/v1/api_access_token",
+        data=json.dumps({"identity": "svc-deploy"}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        body = json.loads(response.read())
+    assert body["identity"] == "svc-deploy" and body["token"]

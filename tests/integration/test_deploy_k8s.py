@@ -283,3 +283,26 @@ def test_the_gateway_reaches_every_backend_through_the_service_names(pods: dict[
     status, body = http_get(f"http://127.0.0.1:{pods['gateway'].port}/internal/status")
     assert status == 200
     assert json.loads(body)["backends"] == {"issuer": "ok", "keys": "ok", "revocation": "ok"}
+
+
+def test_the_configmap_keeps_the_jobmanager_dialect_to_the_cluster_networks(
+    pods: dict[str, Pod],
+) -> None:
+    """TESSERA_INTERNAL_NETWORKS from the ConfigMap reaches the gateway: this machine's
+    loopback address is not a pod or service address, so the jobmanager API refuses it, though
+    the gateway's own default (loopback) would admit it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    networks = pods["gateway"].env["TESSERA_INTERNAL_NETWORKS"]
+    assert "127.0.0.0/8" not in networks
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{pods['gateway'].port}/v1/api_access_token",
+        data=json.dumps({"identity": "svc"}).encode(),
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 403
+    assert "internal" in json.loads(refused.value.read())["detail"]

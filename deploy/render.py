@@ -14,6 +14,7 @@ No Docker engine, kubectl or kustomize binary is needed:
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 K8S_BASE = ROOT / "deploy" / "k8s"
 COMPOSE_SCHEMA = ROOT / "deploy" / "schemas" / "compose-spec.json"
+DOCKERFILE = ROOT / "Dockerfile"
 
 _KUSTOMIZE_FIELDS = {"apiVersion", "kind", "namespace", "resources", "images"}
 # Kinds kustomize leaves without a namespace (the cluster-scoped ones a base might hold).
@@ -190,3 +192,24 @@ def render_kustomization(directory: Path = K8S_BASE) -> list[dict[str, Any]]:
             for container in pod.get("initContainers", []) + pod.get("containers", []):
                 container["image"] = _retag(container["image"], rules)
     return resources
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs of a Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    pairs = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            pairs.append((op.upper(), rest.strip()))
+    return pairs
+
+
+def dockerfile_healthcheck_code(path: Path = DOCKERFILE) -> str:
+    """The Python source the image's ``HEALTHCHECK CMD ["python", "-c", SOURCE]`` runs."""
+    (check,) = [rest for op, rest in dockerfile_instructions(path) if op == "HEALTHCHECK"]
+    command = json.loads(check[check.index("CMD") + 3 :])
+    if command[:2] != ["python", "-c"]:
+        raise ValueError(f"HEALTHCHECK is not a python one-liner: {command}")
+    return str(command[2])

@@ -38,7 +38,14 @@ from deploy.local import (
     stop,
     wait_until,
 )
-from deploy.render import ENV_EXAMPLE, ROOT, load_compose, read_env_file, service_environment
+from deploy.render import (
+    ENV_EXAMPLE,
+    ROOT,
+    dockerfile_healthcheck_code,
+    load_compose,
+    read_env_file,
+    service_environment,
+)
 from shared.settings import DATABASE_SERVICES, service_database_url
 from tests.conftest import Infra, free_port_block
 
@@ -267,9 +274,7 @@ def test_image_healthcheck_finds_each_service_port_from_its_command(
     compose_run: ComposeRun,
 ) -> None:
     """The Dockerfile HEALTHCHECK, pointed at each service's process instead of PID 1."""
-    from tests.unit.test_deploy_manifests import healthcheck_code
-
-    code = healthcheck_code()
+    code = dockerfile_healthcheck_code()
     assert "/proc/1/cmdline" in code
     for name, running in compose_run.running.items():
         local = code.replace("/proc/1/", f"/proc/{running.process.pid}/")

@@ -27,6 +27,8 @@ from deploy.render import (
     K8S_BASE,
     ROOT,
     InterpolationError,
+    dockerfile_healthcheck_code,
+    dockerfile_instructions,
     load_compose,
     read_env_file,
     render_kustomization,
@@ -287,23 +289,6 @@ def test_hadolint_flags_a_careless_dockerfile(tmp_path: Path) -> None:
     assert "DL3007" in result.stdout
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-        for line in lines
-        if line and not line.startswith("#")
-    ]
-
-
-def healthcheck_code() -> str:
-    (check,) = [arg for op, arg in dockerfile_instructions() if op == "HEALTHCHECK"]
-    command = json.loads(check[check.index("CMD") + 3 :])
-    assert command[:2] == ["python", "-c"]
-    return str(command[2])
-
-
 def test_dockerfile_builds_in_two_stages_and_runs_unprivileged() -> None:
     instructions = dockerfile_instructions()
     froms = [arg for op, arg in instructions if op == "FROM"]
@@ -313,7 +298,7 @@ def test_dockerfile_builds_in_two_stages_and_runs_unprivileged() -> None:
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert not any(op == "RUN" and ("apt-get" in arg or "gcc" in arg) for op, arg in final)
     assert ("CMD", '["tessera", "serve", "gateway"]') in final
-    compile(healthcheck_code(), "HEALTHCHECK", "exec")
+    compile(dockerfile_healthcheck_code(), "HEALTHCHECK", "exec")
 
 
 def test_image_context_holds_only_what_the_build_copies() -> None:

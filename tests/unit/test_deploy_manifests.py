@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
 
@@ -36,7 +37,9 @@ from deploy.render import (
 )
 
 TESSERA_SERVICES = ("gateway", "issuer", "revocation", "keys")
-K8S_VERSION = "1.30.0"
+# The oldest Kubernetes still commonly run, and the newest that kubernetes-validate knows.
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+K8S_VERSION = K8S_VERSIONS[0]
 SECRETS = ("TESSERA_KEK", "TESSERA_TOKEN_PEPPER", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
 
 
@@ -162,8 +165,9 @@ def test_postgres_init_script_creates_the_databases_the_services_use() -> None:
 def test_rendered_kustomize_base_is_valid_kubernetes() -> None:
     rendered = render_kustomization()
     assert len(rendered) >= 15
-    for resource in [*rendered, secret_template()]:
-        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    for version in K8S_VERSIONS:
+        for resource in [*rendered, secret_template()]:
+            kubernetes_validate.validate(resource, version, strict=True)
 
 
 def test_kubernetes_validation_catches_a_broken_manifest() -> None:

@@ -71,10 +71,17 @@ def tapis_envelope(result: Any, message: str, version: str, *, ok: bool = True) 
 
 
 def render(
-    request: web.Request, status: int, message: str, code: str | None = None, body: Any = None
+    request: web.Request,
+    status: int,
+    message: str,
+    code: str | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     dialect = dialect_of(request.path)
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers = dict(headers or {})
+    if status in (429, 503):
+        headers["Retry-After"] = "1"
     if body is not None:
         return json_response(body, status, headers)
     if dialect == "tapis":
@@ -95,14 +102,19 @@ def render(
     return json_response(payload, status, headers)
 
 
-def _route_missing(request: web.Request, status: int) -> web.Response:
+def _route_missing(request: web.Request, exc: web.HTTPException) -> web.Response:
     dialect = dialect_of(request.path)
+    # RFC 9110: a 405 names the methods the resource does allow (none, for a missing route).
+    allowed: set[str] = getattr(exc, "allowed_methods", set())
+    allow = {"Allow": ", ".join(sorted(allowed))}
     if dialect == "tapis":
-        return render(request, 405, "The endpoint does not exist or the method is not allowed.")
+        message = "The endpoint does not exist or the method is not allowed."
+        return render(request, 405, message, headers=allow)
+    status = exc.status
     if dialect == "tessera" and status == 404:
         return json_response({"detail": "Not Found"}, 404)
     if status == 405:
-        return render(request, 405, "Method Not Allowed")
+        return render(request, 405, "Method Not Allowed", headers=allow)
     return render(
         request, 404, "Not Found", "ENDPOINT_NOT_FOUND" if dialect == "databricks" else None
     )
@@ -122,7 +134,7 @@ async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return render(request, status, exc.message)
     except web.HTTPException as exc:
         if exc.status in (404, 405):
-            return _route_missing(request, exc.status)
+            return _route_missing(request, exc)
         if exc.status == 413:
             return render(
                 request,

@@ -27,7 +27,14 @@ async def caller(request: web.Request) -> Principal:
 
 
 async def _form_token(request: web.Request) -> str:
-    form = await request.post()
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise DialectError(
+            400, "send the token as application/x-www-form-urlencoded", "invalid_request"
+        )
+    try:
+        form = await request.post()
+    except ValueError:
+        raise DialectError(400, "malformed form body", "invalid_request") from None
     token = form.get("token")
     if not isinstance(token, str) or not token:
         raise DialectError(400, "token is required", "invalid_request")

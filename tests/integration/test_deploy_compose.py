@@ -180,6 +180,20 @@ def create_databases(
     return subprocess.run([str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
+def postgres_healthy(service: dict[str, Any], infra: Infra) -> bool:
+    """The postgres service's own CMD-SHELL health check, run where that server listens.
+
+    It names 127.0.0.1:5432 (inside its container), which is this machine's server only when
+    the tests use the local one; with any other server the check is vacuous and skipped."""
+    db = urlsplit(infra.database_url)
+    if (db.hostname, db.port or 5432) != ("127.0.0.1", 5432):
+        return True
+    kind, command = service["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    env = {**base_environment(), "POSTGRES_USER": db.username or "postgres"}
+    return subprocess.run(["sh", "-c", command], env=env, timeout=30).returncode == 0
+
+
 def drop_databases(env: dict[str, str]) -> None:
     from shared.db import drop_database
 
@@ -217,6 +231,7 @@ def compose_run(
     try:
         init = create_databases(service_environment(services["postgres"]), infra)
         assert init.returncode == 0, init.stderr
+        assert postgres_healthy(services["postgres"], infra)
         migrate = run(services["migrate"]["command"], envs["migrate"])
         assert migrate.returncode == 0, migrate.stderr
         for name in startup_order(services):

@@ -1,0 +1,221 @@
+"""Throughput and latency through the whole stack: gateway → issuer → keys, durable commits.
+
+    python -m bench.bench_gateway                 # 5 s per figure, concurrency 32
+    python -m bench.bench_gateway --seconds 15
+
+Starts ``tessera dev`` (all four services as their own processes) on a random database
+prefix, then drives it from this process with keep-alive aiohttp connections:
+
+- Databricks ``POST /api/2.0/token/create`` (one durable insert + outbox event each);
+- Tapis ``POST /v3/tokens`` with a refresh token (two RS256 signatures) and without (one);
+- authenticated Databricks ``GET /api/2.0/token/list``.
+
+The raw primitive, PyJWT RS256 signing on one core, is measured in the same run. The load
+generator shares the machine's two cores with the five server processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from bench.primitives import jwt_figures
+from bench.report import result
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port_block(count: int) -> int:
+    while True:
+        base = 20000 + secrets.randbelow(30000)
+        try:
+            socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(count)]
+        except OSError:
+            continue
+        for s in socks:
+            s.close()
+        return base
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def load(
+    name: str,
+    call: Callable[[aiohttp.ClientSession, int], Awaitable[None]],
+    seconds: float,
+    concurrency: int,
+) -> float:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(n: int) -> None:
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                await call(session, n)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    rate = len(latencies) / elapsed
+    p50, p99 = pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000
+    print(f"{name:<46}{rate:>10,.0f}/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms", flush=True)
+    return rate
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
+
+
+async def run(args: argparse.Namespace) -> None:
+    run_id = secrets.token_hex(4)
+    port = free_port_block(4)
+    env = dict(os.environ)
+    env.setdefault("TESSERA_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    env.setdefault("TESSERA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    env.update(
+        TESSERA_DATABASE_PREFIX=f"bench_{run_id}",
+        TESSERA_AMQP_EXCHANGE=f"bench.{run_id}",
+        TESSERA_AMQP_DLX=f"bench.dlx.{run_id}",
+        TESSERA_AMQP_QUEUE_PREFIX=f"bench.{run_id}.",
+        TESSERA_KEK=secrets.token_urlsafe(32),
+        TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
+        TESSERA_LOG_LEVEL="warning",
+    )
+    for i, name in enumerate(("gateway", "issuer", "revocation", "keys")):
+        env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + i}"
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "dev", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        text=True,
+    )
+    gateway = env["TESSERA_GATEWAY_URL"]
+    try:
+        assert stack.stdout is not None
+        for line in stack.stdout:
+            if "Tessera gateway listening" in line:
+                break
+        cli(env, "tenant", "create", "bench", "--token-quota", "1000000")
+        users = [f"u{n}" for n in range(args.concurrency)]
+        dapi = [
+            cli(
+                env,
+                "token",
+                "create",
+                "--tenant",
+                "bench",
+                "--subject",
+                u,
+                "--dialect",
+                "databricks",
+            )
+            for u in users
+        ]
+        jwts = [
+            cli(env, "token", "create", "--tenant", "bench", "--subject", u, "--dialect", "tapis")
+            for u in users
+        ]
+        raw = jwt_figures(min(args.seconds, 3.0))["pyjwt_rs256_sign"]
+        print(
+            f"stack: tessera dev (5 processes), load: this process, concurrency {args.concurrency}"
+        )
+        print(f"{'raw PyJWT RS256 sign (one core)':<46}{raw:>10,.0f}/s")
+
+        async def databricks_create(session: aiohttp.ClientSession, n: int) -> None:
+            async with session.post(
+                f"{gateway}/api/2.0/token/create",
+                json={"comment": "bench", "lifetime_seconds": 3600},
+                headers={"Authorization": f"Bearer {dapi[n]}"},
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+
+        def tapis_create(refresh: bool) -> Callable[[aiohttp.ClientSession, int], Awaitable[None]]:
+            async def call(session: aiohttp.ClientSession, n: int) -> None:
+                body = {
+                    "account_type": "user",
+                    "token_tenant_id": "bench",
+                    "token_username": users[n],
+                    "generate_refresh_token": refresh,
+                }
+                async with session.post(
+                    f"{gateway}/v3/tokens", json=body, headers={"X-Tapis-Token": jwts[n]}
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    await resp.read()
+
+            return call
+
+        async def databricks_list(session: aiohttp.ClientSession, n: int) -> None:
+            async with session.get(
+                f"{gateway}/api/2.0/token/list", headers={"Authorization": f"Bearer {dapi[n]}"}
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+
+        rate = await load("Databricks creates", databricks_create, args.seconds, args.concurrency)
+        result("Databricks creates via gateway (c=32)", rate, "/s", "asyncpg_insert")
+        rate = await load(
+            "Tapis create_token, access + refresh (2 sigs)",
+            tapis_create(True),
+            args.seconds,
+            args.concurrency,
+        )
+        print(f"{'  ratio to raw RS256 signing (2 sigs each)':<46}{2 * rate / raw:>10.2f}")
+        result("Tapis create_token with refresh (2 RS256 sigs)", rate, "/s", "pyjwt_rs256_sign")
+        rate = await load(
+            "Tapis create_token, access only (1 sig)",
+            tapis_create(False),
+            args.seconds,
+            args.concurrency,
+        )
+        result("Tapis create_token access only (1 RS256 sig)", rate, "/s", "pyjwt_rs256_sign")
+        rate = await load(
+            "authenticated Databricks lists", databricks_list, args.seconds, args.concurrency
+        )
+        result("authenticated Databricks lists via gateway", rate, "/s", None)
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        stack.wait(timeout=30)
+        from shared.db import drop_database
+        from shared.settings import DATABASE_SERVICES, service_database_url
+
+        for service in DATABASE_SERVICES:
+            await drop_database(service_database_url(env, service))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -121,6 +121,24 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_response({"error": "internal", "message": "internal error"}, 500)
 
 
+def storable_text(value: Any) -> bool:
+    """True when every string in a parsed JSON value can be stored in PostgreSQL text: valid
+    UTF-8 (no lone surrogates, which JSON escapes allow) and no NUL character."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(storable_text(k) and storable_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable_text(v) for v in value)
+    return True
+
+
 async def read_json_object(
     request: web.Request, *, max_bytes: int = MAX_BODY_BYTES
 ) -> dict[str, Any]:
@@ -136,6 +154,8 @@ async def read_json_object(
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    if not storable_text(body):
+        raise BadRequest("strings must be valid Unicode without NUL characters")
     return body
 
 

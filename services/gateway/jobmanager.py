@@ -13,7 +13,7 @@ from aiohttp import web
 from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.requests import client_address, json_body
-from shared.http import json_response
+from shared.http import json_response, storable_text
 
 routes = web.RouteTableDef()
 PATH = "/v1/api_access_token"
@@ -27,7 +27,12 @@ def require_internal(request: web.Request) -> None:
 
 
 def _identity(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > 255
+        or not storable_text(value)
+    ):
         raise DialectError(400, "identity must be a non-empty string of at most 255 characters")
     return value
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.errors import DialectError
-from shared.http import MAX_BODY_BYTES
+from shared.http import MAX_BODY_BYTES, storable_text
 from shared.settings import IPNetwork
 
 
@@ -25,9 +25,12 @@ async def json_body(request: web.Request, *, status: int = 400, allow_empty: boo
             return None
         raise DialectError(status, "request body is empty; a JSON object is required")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise DialectError(status, "request body is not valid JSON") from None
+    if not storable_text(body):
+        raise DialectError(status, "strings must be valid Unicode without NUL characters")
+    return body
 
 
 async def json_object(

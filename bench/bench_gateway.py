@@ -104,6 +104,9 @@ async def run(args: argparse.Namespace) -> None:
         TESSERA_KEK=secrets.token_urlsafe(32),
         TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
         TESSERA_LOG_LEVEL="warning",
+        # Measure the stack, not the limiter.
+        TESSERA_RATE_LIMIT_PRINCIPAL="0",
+        TESSERA_RATE_LIMIT_TENANT="0",
     )
     for i, name in enumerate(("gateway", "issuer", "revocation", "keys")):
         env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + i}"

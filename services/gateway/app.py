@@ -13,6 +13,7 @@ from services.gateway.backends import Backends
 from services.gateway.context import AUTH, BACKENDS, SESSION, SETTINGS, SUBSCRIBER
 from services.gateway.errors import VERSION, dialect_errors
 from services.gateway.openapi import openapi
+from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
 from shared.http import base_app, call_service, internal_session, json_response
 from shared.service import COMMON, StartupError
@@ -43,7 +44,11 @@ async def subscriber(app: web.Application) -> AsyncIterator[None]:
         await sub.close()
         raise StartupError(f"cannot read the revocation feed: {exc}") from None
     app[SUBSCRIBER] = sub
-    app[AUTH] = Authenticator(app[BACKENDS], sub, settings.opaque_cache_seconds)
+    limits = Limits(
+        RateLimiter(settings.principal_rate, settings.principal_burst),
+        RateLimiter(settings.tenant_rate, settings.tenant_burst),
+    )
+    app[AUTH] = Authenticator(app[BACKENDS], sub, settings.opaque_cache_seconds, limits)
     yield
     await sub.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.gateway.backends import Backends
 from services.gateway.principal import Principal
+from services.gateway.ratelimit import Limits
 from shared.errors import Unauthenticated, Unavailable
 from shared.logging import bind_actor
 from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
@@ -20,8 +21,11 @@ from shared.tokens import classify
 
 
 class Authenticator:
-    def __init__(self, backends: Backends, subscriber: Subscriber, cache_seconds: float) -> None:
+    def __init__(
+        self, backends: Backends, subscriber: Subscriber, cache_seconds: float, limits: Limits
+    ) -> None:
         self._backends = backends
+        self._limits = limits
         self._subscriber = subscriber
         self._ttl = cache_seconds
         self._cache: dict[bytes, tuple[float, Principal]] = {}
@@ -54,6 +58,7 @@ class Authenticator:
         if self.revoked(principal):
             raise Unauthenticated("the credential has been revoked")
         bind_actor(principal.actor)
+        self._limits.check(principal.tenant, principal.subject)
         return principal
 
     async def verify_jwt(self, token: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from shared.errors import TesseraError, Unavailable
+from shared.errors import RateLimited, TesseraError, Unavailable
 from shared.http import json_response
 
 log = structlog.get_logger("tessera.gateway")
@@ -81,7 +81,7 @@ def render(
     dialect = dialect_of(request.path)
     headers = dict(headers or {})
     if status in (429, 503):
-        headers["Retry-After"] = "1"
+        headers.setdefault("Retry-After", "1")
     if body is not None:
         return json_response(body, status, headers)
     if dialect == "tapis":
@@ -128,6 +128,9 @@ async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return render(request, exc.status, exc.message, exc.code, exc.body)
     except Unavailable as exc:
         return render(request, 503, exc.message)
+    except RateLimited as exc:
+        retry = str(exc.details.get("retry_after", 1))
+        return render(request, 429, exc.message, headers={"Retry-After": retry})
     except TesseraError as exc:
         # A quota is a client error in every dialect (Databricks maps its own code above).
         status = 400 if exc.code == "quota_exceeded" else exc.status

@@ -29,6 +29,11 @@ class Settings:
     jobmanager_default_ttl: int
     databricks_default_lifetime: int
     opaque_cache_seconds: float
+    # Requests per second (and burst) per principal and per tenant, in this replica; 0: off.
+    principal_rate: float
+    principal_burst: float
+    tenant_rate: float
+    tenant_burst: float
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
@@ -45,4 +50,8 @@ class Settings:
                 env, "TESSERA_DATABRICKS_LIFETIME", 2 * 365 * 86400, minimum=1
             ),
             opaque_cache_seconds=get_float(env, "TESSERA_AUTH_CACHE_SECONDS", 5.0),
+            principal_rate=get_float(env, "TESSERA_RATE_LIMIT_PRINCIPAL", 200.0),
+            principal_burst=get_float(env, "TESSERA_RATE_LIMIT_PRINCIPAL_BURST", 400.0),
+            tenant_rate=get_float(env, "TESSERA_RATE_LIMIT_TENANT", 2000.0),
+            tenant_burst=get_float(env, "TESSERA_RATE_LIMIT_TENANT_BURST", 4000.0),
         )

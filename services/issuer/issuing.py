@@ -61,9 +61,9 @@ async def create_opaque(
     quota = int(tenant["token_quota"])
     async with pool.acquire() as conn, conn.transaction():
         await store.lock_owner(conn, request.tenant, request.subject)
-        if await store.count_active_opaque(conn, request.tenant, request.subject, quota) >= quota:
+        row = await store.insert_within_quota(conn, token, quota)
+        if row is None:
             raise QuotaReached(f"{request.subject} already has {quota} active tokens, the quota")
-        row = await store.insert_token(conn, token)
         await add_event(conn, token_issued(row))
     return record_json(row), value
 

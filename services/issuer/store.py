@@ -22,19 +22,36 @@ async def lock_owner(conn: asyncpg.Connection, tenant: str, subject: str) -> Non
     )
 
 
-async def count_active_opaque(
-    conn: asyncpg.Connection, tenant: str, subject: str, limit: int
-) -> int:
-    """Active opaque tokens of one owner, counted up to ``limit`` (enough for a quota check)."""
-    count: int = await conn.fetchval(
-        f"""SELECT count(*) FROM (
-                SELECT 1 FROM tokens WHERE tenant = $1 AND subject = $2
-                AND kind IN ('opaque', 'databricks', 'jobmanager') AND {_ACTIVE} LIMIT $3) t""",
-        tenant,
-        subject,
-        limit,
+async def insert_within_quota(
+    conn: asyncpg.Connection, token: dict[str, Any], quota: int
+) -> asyncpg.Record | None:
+    """Insert an opaque token unless its owner already has ``quota`` active ones (None then).
+
+    One round trip for the check and the insert; the caller holds the owner's lock.
+    """
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""INSERT INTO tokens (id, display_id, tenant, subject, kind, name, permissions,
+                                created_at, expires_at, created_by, secret_hash)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+            WHERE (SELECT count(*) FROM (
+                       SELECT 1 FROM tokens WHERE tenant = $3 AND subject = $4
+                       AND kind IN ('opaque', 'databricks', 'jobmanager') AND {_ACTIVE}
+                       LIMIT $12) active) < $12
+            RETURNING {COLUMNS}""",
+        token["id"],
+        token.get("display_id"),
+        token["tenant"],
+        token["subject"],
+        token["kind"],
+        token.get("name"),
+        token.get("permissions", []),
+        token["created_at"],
+        token.get("expires_at"),
+        token.get("created_by"),
+        token["secret_hash"],
+        quota,
     )
-    return count
+    return row
 
 
 async def insert_token(conn: asyncpg.Connection, token: dict[str, Any]) -> asyncpg.Record:

@@ -34,29 +34,30 @@ async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
     The same transaction appends the event to the service's audit trail, with the actor and
     request id of the operation that caused it.
     """
-    request_id = request_id_var.get()
+    # One statement, one round trip: the outbox row, the audit row and the wake-up. The
+    # notification is delivered at commit only, so the relay wakes exactly when there is
+    # something to send.
     await conn.execute(
-        """INSERT INTO outbox (event_id, routing_key, body, request_id) VALUES ($1, $2, $3, $4);""",
+        """WITH queued AS (
+               INSERT INTO outbox (event_id, routing_key, body, request_id)
+               VALUES ($1, $2, $3, $4)),
+           audited AS (
+               INSERT INTO audit_log
+                   (event_id, occurred_at, tenant, action, source, actor, request_id, data)
+               VALUES ($1, $5, $6, $7, $8, $9, $4, $10))
+           SELECT pg_notify($11, '')""",
         envelope.id,
         envelope.routing_key,
         envelope.to_json(),
-        request_id,
-    )
-    await conn.execute(
-        """INSERT INTO audit_log
-               (event_id, occurred_at, tenant, action, source, actor, request_id, data)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        envelope.id,
+        request_id_var.get(),
         envelope.occurred_at,
         envelope.tenant,
         envelope.type,
         envelope.source,
         actor_var.get(),
-        request_id,
         envelope.data,
+        NOTIFY_CHANNEL,
     )
-    # Delivered at commit only, so the relay wakes exactly when there is something to send.
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def _message(row: asyncpg.Record) -> aio_pika.Message:

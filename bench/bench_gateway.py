@@ -18,34 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 
 from bench.primitives import jwt_figures
 from bench.report import result
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port_block(count: int) -> int:
-    while True:
-        base = 20000 + secrets.randbelow(30000)
-        try:
-            socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(count)]
-        except OSError:
-            continue
-        for s in socks:
-            s.close()
-        return base
+from bench.stack import cli, dev_stack
 
 
 def pct(values: list[float], q: float) -> float:
@@ -79,51 +59,9 @@ async def load(
     return rate
 
 
-def cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout.strip()
-
-
 async def run(args: argparse.Namespace) -> None:
-    run_id = secrets.token_hex(4)
-    port = free_port_block(4)
-    env = dict(os.environ)
-    env.setdefault("TESSERA_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    env.setdefault("TESSERA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    env.update(
-        TESSERA_DATABASE_PREFIX=f"bench_{run_id}",
-        TESSERA_AMQP_EXCHANGE=f"bench.{run_id}",
-        TESSERA_AMQP_DLX=f"bench.dlx.{run_id}",
-        TESSERA_AMQP_QUEUE_PREFIX=f"bench.{run_id}.",
-        TESSERA_KEK=secrets.token_urlsafe(32),
-        TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
-        TESSERA_LOG_LEVEL="warning",
-        # Measure the stack, not the limiter.
-        TESSERA_RATE_LIMIT_PRINCIPAL="0",
-        TESSERA_RATE_LIMIT_TENANT="0",
-    )
-    for i, name in enumerate(("gateway", "issuer", "revocation", "keys")):
-        env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + i}"
-    stack = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "dev", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-        text=True,
-    )
-    gateway = env["TESSERA_GATEWAY_URL"]
-    try:
-        assert stack.stdout is not None
-        for line in stack.stdout:
-            if "Tessera gateway listening" in line:
-                break
+    async with dev_stack() as env:
+        gateway = env["TESSERA_GATEWAY_URL"]
         cli(env, "tenant", "create", "bench", "--token-quota", "1000000")
         users = [f"u{n}" for n in range(args.concurrency)]
         dapi = [
@@ -203,14 +141,6 @@ async def run(args: argparse.Namespace) -> None:
             "authenticated Databricks lists", databricks_list, args.seconds, args.concurrency
         )
         result("authenticated Databricks lists via gateway", rate, "/s", None)
-    finally:
-        stack.send_signal(signal.SIGTERM)
-        stack.wait(timeout=30)
-        from shared.db import drop_database
-        from shared.settings import DATABASE_SERVICES, service_database_url
-
-        for service in DATABASE_SERVICES:
-            await drop_database(service_database_url(env, service))
 
 
 def main() -> None:

@@ -188,7 +188,17 @@ class Stack:
         )
 
 
-def start_stack(env: dict[str, str], log_path: Path, *, timeout: float = 60.0) -> Stack:
+def start_stack(env: dict[str, str], log_path: Path, *, timeout: float = 90.0) -> Stack:
+    """Start ``tessera dev``; one more try on new ports if the first fails (another process
+    may take a port between our probe and the service's bind on a busy machine)."""
+    try:
+        return _start_stack(env, log_path, timeout)
+    except RuntimeError as first:
+        print(f"tessera dev failed to start, retrying on other ports: {first}", file=sys.stderr)
+        return _start_stack(env, log_path, timeout)
+
+
+def _start_stack(env: dict[str, str], log_path: Path, timeout: float) -> Stack:
     port = free_port_block(4)
     names = ("gateway", "issuer", "revocation", "keys")
     stack_env = dict(env)

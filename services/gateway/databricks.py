@@ -11,8 +11,8 @@ from aiohttp import web
 from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
-from services.gateway.requests import bearer, json_object
-from shared.errors import TesseraError, Unauthenticated
+from services.gateway.requests import bearer_principal, json_object
+from shared.errors import TesseraError
 from shared.http import json_response
 
 routes = web.RouteTableDef()
@@ -36,13 +36,7 @@ def token_info(record: dict[str, Any]) -> dict[str, Any]:
 
 
 async def caller(request: web.Request) -> Principal:
-    token = bearer(request)
-    if token is None:
-        raise DialectError(401, "no bearer token: send Authorization: Bearer <token>")
-    try:
-        return await request.app[AUTH].authenticate(token)
-    except Unauthenticated as exc:
-        raise DialectError(401, f"invalid credential: {exc.message}") from None
+    return await bearer_principal(request, 401)
 
 
 @routes.get("/.well-known/databricks-config")

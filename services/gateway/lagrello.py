@@ -12,8 +12,7 @@ from aiohttp import web
 from services.gateway.context import AUTH, BACKENDS
 from services.gateway.errors import DialectError
 from services.gateway.principal import LAGRELLO, Principal
-from services.gateway.requests import bearer, json_body
-from shared.errors import Unauthenticated
+from services.gateway.requests import bearer_principal, json_body
 from shared.http import json_response
 from shared.tokens import classify
 
@@ -42,13 +41,7 @@ def token_model(record: dict[str, Any], token_key: str) -> dict[str, Any]:
 
 
 async def caller(request: web.Request) -> Principal:
-    token = bearer(request)
-    if token is None:
-        raise DialectError(403, "a bearer token is required", "Forbidden")
-    try:
-        return await request.app[AUTH].authenticate(token)
-    except Unauthenticated as exc:
-        raise DialectError(403, f"invalid credential: {exc.message}", "Forbidden") from None
+    return await bearer_principal(request, 403, "Forbidden")
 
 
 @routes.post("/v1/tokens")

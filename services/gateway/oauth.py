@@ -9,7 +9,7 @@ from aiohttp import web
 from services.gateway.context import AUTH, BACKENDS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
-from services.gateway.requests import bearer
+from services.gateway.requests import bearer_principal
 from shared.errors import Unauthenticated
 from shared.http import json_response
 
@@ -17,13 +17,7 @@ routes = web.RouteTableDef()
 
 
 async def caller(request: web.Request) -> Principal:
-    token = bearer(request)
-    if token is None:
-        raise DialectError(401, "a bearer credential is required", "invalid_client")
-    try:
-        return await request.app[AUTH].authenticate(token)
-    except Unauthenticated as exc:
-        raise DialectError(401, exc.message, "invalid_client") from None
+    return await bearer_principal(request, 401, "invalid_client")
 
 
 async def _form_token(request: web.Request) -> str:

@@ -10,7 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.context import AUTH
 from services.gateway.errors import DialectError
+from services.gateway.principal import Principal
+from shared.errors import Unauthenticated
 from shared.http import MAX_BODY_BYTES, storable_text
 from shared.settings import IPNetwork
 
@@ -50,6 +53,19 @@ def bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+async def bearer_principal(request: web.Request, status: int, code: str | None = None) -> Principal:
+    """The caller behind ``Authorization: Bearer …``, or the dialect's refusal (``status``)."""
+    token = bearer(request)
+    if token is None:
+        raise DialectError(
+            status, "a bearer token is required: Authorization: Bearer <token>", code
+        )
+    try:
+        return await request.app[AUTH].authenticate(token)
+    except Unauthenticated as exc:
+        raise DialectError(status, f"invalid credential: {exc.message}", code) from None
 
 
 def basic(request: web.Request) -> tuple[str, str] | None:

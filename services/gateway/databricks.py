@@ -121,7 +121,7 @@ async def delete(request: web.Request) -> web.Response:
     revocations = await request.app[BACKENDS].revoke(
         {
             "tenant": principal.tenant,
-            "token_id": record["id"],
+            "record": record,
             "reason": "deleted",
             "actor": principal.actor,
         }

@@ -114,7 +114,7 @@ async def revoke(request: web.Request) -> web.Response:
     revocations = await request.app[BACKENDS].revoke(
         {
             "tenant": tenant,
-            "token_id": record["id"],
+            "record": record,
             "reason": "revoked",
             "actor": f"{identity}@{tenant}",
         }

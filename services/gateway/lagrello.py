@@ -128,7 +128,7 @@ async def delete(request: web.Request) -> web.Response:
     revocations = await backends.revoke(
         {
             "tenant": principal.tenant,
-            "token_id": record["id"],
+            "record": record,
             "reason": "deleted",
             "actor": principal.actor,
         }

@@ -78,7 +78,16 @@ async def revoke(request: web.Request) -> web.Response:
         expires = subject.expires_at.isoformat() if subject.expires_at else None
         body["jwt"] = {"jti": subject.token_id, "subject": subject.subject, "expires_at": expires}
     else:
-        body["token_id"] = subject.token_id
+        # Everything the revocation service needs is known here: no issuer lookup for it.
+        expires = subject.expires_at.isoformat() if subject.expires_at else None
+        body["record"] = {
+            "id": subject.token_id,
+            "tenant": subject.tenant,
+            "subject": subject.subject,
+            "kind": subject.kind,
+            "display_id": subject.display_id,
+            "expires_at": expires,
+        }
     request.app[AUTH].apply_revocations(await request.app[BACKENDS].revoke(body))
     return json_response({})
 

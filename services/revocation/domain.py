@@ -18,7 +18,9 @@ TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Selectors resolved through the issuer to one token, and those that may match many.
 SINGLE_SELECTORS = ("token_id", "display_id", "token")
 BULK_SELECTORS = ("family_id", "subject", "kid")
-SELECTORS = (*SINGLE_SELECTORS, *BULK_SELECTORS, "jwt")
+# "jwt" and "record" name a token the caller already knows in full (a JWT it verified, a
+# TokenRecord it just read from the issuer), so no issuer lookup is needed for them.
+SELECTORS = (*SINGLE_SELECTORS, *BULK_SELECTORS, "jwt", "record")
 JWT_KINDS = frozenset({"jwt_access", "jwt_refresh"})
 MAX_ID = 256
 MAX_REASON = 500
@@ -156,11 +158,17 @@ def parse_revoke(body: dict[str, Any]) -> RevokeCommand:
     owner = _string(body, "owner")
     reason = _string(body, "reason", limit=MAX_REASON)
     actor = _string(body, "actor")
-    if selector == "jwt":
-        target = _parse_jwt(body["jwt"])
+    if selector in ("jwt", "record"):
+        if selector == "jwt":
+            target = _parse_jwt(body["jwt"])
+        else:
+            try:
+                target = target_from_record(body["record"], tenant)
+            except ValueError:
+                raise InvalidSelector("record must be a TokenRecord of the issuer") from None
         if owner is not None and target.subject != owner:
             raise UnknownToken("no such token")
-        return RevokeCommand(tenant, "jwt", target.token_id, owner, reason, actor, target)
+        return RevokeCommand(tenant, selector, target.token_id, owner, reason, actor, target)
     value = _string(body, selector)
     assert value is not None
     if selector == "token" and classify(value) not in ("opaque", "databricks"):

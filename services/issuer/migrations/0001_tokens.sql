@@ -20,7 +20,7 @@ CREATE TABLE tokens (
     -- Refresh rotation: when this refresh token was used, and the claims of the pair it got,
     -- so a retry inside the grace window is answered with the same pair (re-signed).
     used_at      timestamptz,
-    replaced_by  jsonb
+    replaced_by  json            -- json, not jsonb: claim order must survive (Tapis fixes it)
 );
 CREATE INDEX tokens_owner_newest ON tokens (tenant, subject, created_at DESC, id DESC);
 CREATE INDEX tokens_tenant_newest ON tokens (tenant, created_at DESC, id DESC);

@@ -1,0 +1,272 @@
+"""The issuer against real keys and revocation services, PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from tests.integration.issuer_stack import Services, running_services
+from tests.integration.test_keys_security import dump_database
+
+pytestmark = pytest.mark.integration
+
+
+async def create(s: Services, tenant: str, subject: str, **fields: object) -> tuple[int, dict]:  # type: ignore[type-arg]
+    return await s.call(
+        "POST", "issuer", "/internal/tokens", json={"tenant": tenant, "subject": subject, **fields}
+    )
+
+
+async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant()
+        values = []
+        for kind in ("opaque", "databricks", "jobmanager"):
+            status, body = await create(s, tenant, "ann", kind=kind, name="n")
+            assert status == 200
+            values.append(body["value"])
+        status, pair = await s.call(
+            "POST",
+            "issuer",
+            "/internal/jwt",
+            json={
+                "tenant": tenant,
+                "username": "ann",
+                "account_type": "user",
+                "generate_refresh_token": True,
+            },
+        )
+        assert status == 200
+        refresh = pair["refresh_token"]["refresh_token"]
+        values += [pair["access_token"]["access_token"], refresh]
+        status, renewed = await s.call(
+            "POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": refresh}
+        )
+        assert status == 200
+        values += [
+            renewed["access_token"]["access_token"],
+            renewed["refresh_token"]["refresh_token"],
+        ]
+        dump = await dump_database(s.env["TESSERA_ISSUER_DATABASE_URL"])
+    assert len(dump) > 1000  # the dump really holds the records
+    for value in values:
+        fragments = [value] + (value.split(".") if "." in value else [value[4:]])
+        for fragment in fragments:
+            if len(fragment) >= 16:  # JWT headers repeat across tokens; skip short parts
+                assert fragment.encode() not in dump, "a token value is stored in clear"
+
+
+async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant(quota=5)
+        for _ in range(4):
+            assert (await create(s, tenant, "bo"))[0] == 200
+        results = await asyncio.gather(*(create(s, tenant, "bo") for _ in range(50)))
+        statuses = sorted(status for status, _ in results)
+        assert statuses.count(200) == 1, statuses
+        assert statuses.count(409) == 49
+        assert {b["error"] for st, b in results if st == 409} == {"quota_exceeded"}
+        _, listing = await s.call(
+            "GET", "issuer", f"/internal/tokens?tenant={tenant}&subject=bo&limit=100"
+        )
+        assert len(listing["tokens"]) == 5
+
+
+async def test_refresh_races_make_one_pair_and_reuse_after_the_window_revokes_the_family(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="1") as s:
+        tenant = await s.tenant()
+        _, pair = await s.call(
+            "POST",
+            "issuer",
+            "/internal/jwt",
+            json={
+                "tenant": tenant,
+                "username": "cy",
+                "account_type": "user",
+                "generate_refresh_token": True,
+            },
+        )
+        refresh = pair["refresh_token"]["refresh_token"]
+        results = await asyncio.gather(
+            *(
+                s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": refresh})
+                for _ in range(20)
+            )
+        )
+        assert {status for status, _ in results} == {200}
+        pairs = {
+            (b["access_token"]["access_token"], b["refresh_token"]["refresh_token"])
+            for _, b in results
+        }
+        assert len(pairs) == 1  # every retry inside the window got the very same pair
+        ((_, new_refresh),) = pairs
+        # Outside the window, presenting the used token again is theft: the family dies.
+        deadline = time.monotonic() + 10
+        while True:
+            await asyncio.sleep(0.3)
+            status, body = await s.call(
+                "POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": refresh}
+            )
+            if status == 401:
+                break
+            assert time.monotonic() < deadline, body
+        status, _ = await s.call(
+            "POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": new_refresh}
+        )
+        assert status == 401
+        status, feed = await s.call("GET", "revocation", "/internal/revocations?since=0")
+        revoked = {r["token_id"] for r in feed["revocations"]}
+        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        family = await conn.fetch("SELECT id, revoked_at FROM tokens WHERE family_id IS NOT NULL")
+        await conn.close()
+        assert all(row["revoked_at"] is not None for row in family)
+        # The revocation service published the still-active members for every subscriber.
+        assert {str(r["id"]) for r in family} >= revoked and revoked
+
+
+async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict[str, str]) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant()
+        _, made = await create(s, tenant, "dee", permissions=["admin"])
+        value = made["value"]
+        status, principal = await s.call(
+            "POST", "issuer", "/internal/authenticate", json={"token": value}
+        )
+        assert (
+            status == 200
+            and principal["subject"] == "dee"
+            and principal["permissions"] == ["admin"]
+        )
+        flipped = value[:10] + ("A" if value[10] != "A" else "B") + value[11:]
+        for junk in (flipped, "tsr_short", "dapi" + "0" * 32, "hello"):
+            status, body = await s.call(
+                "POST", "issuer", "/internal/authenticate", json={"token": junk}
+            )
+            assert (status, body["error"]) == (401, "unauthenticated")
+        _, short = await create(s, tenant, "dee", ttl_seconds=1)
+        deadline = time.monotonic() + 10
+        while (
+            await s.call("POST", "issuer", "/internal/authenticate", json={"token": short["value"]})
+        )[0] != 401:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        status, _ = await s.call(
+            "POST",
+            "revocation",
+            "/internal/revocations",
+            json={"tenant": tenant, "token_id": made["token"]["id"]},
+        )
+        assert status == 200
+        deadline = time.monotonic() + 10
+        while (await s.call("POST", "issuer", "/internal/authenticate", json={"token": value}))[
+            0
+        ] != 401:
+            assert time.monotonic() < deadline, "the token.revoked event never reached the issuer"
+            await asyncio.sleep(0.1)
+
+
+async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str, str]) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant()
+        _, made = await create(s, tenant, "eve")
+        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        stamps = []
+        for _ in range(3):
+            await s.call("POST", "issuer", "/internal/authenticate", json={"token": made["value"]})
+            stamps.append(
+                await conn.fetchval(
+                    "SELECT last_used_at FROM tokens WHERE id = $1::uuid", made["token"]["id"]
+                )
+            )
+        await conn.close()
+        assert stamps[0] is not None and stamps[0] == stamps[1] == stamps[2]
+
+
+async def test_listing_is_newest_first_and_stable_while_tokens_are_created(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant(quota=1000)
+        existing = [
+            (await create(s, tenant, "fay", name=str(n)))[1]["token"]["id"] for n in range(25)
+        ]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            query = f"/internal/tokens?tenant={tenant}&subject=fay&limit=7" + (
+                f"&cursor={cursor}" if cursor else ""
+            )
+            status, page = await s.call("GET", "issuer", query)
+            assert status == 200
+            seen += [t["id"] for t in page["tokens"]]
+            await create(s, tenant, "fay", name="new")  # arrives while we page
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == list(reversed(existing))  # newest first, none skipped, none twice
+        _, offset_page = await s.call(
+            "GET", "issuer", f"/internal/tokens?tenant={tenant}&subject=fay&limit=5&offset=5"
+        )
+        assert len(offset_page["tokens"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"subject": "g", "ttl_seconds": 0}, 400, "bad_request"),
+        ({"subject": "g", "ttl_seconds": -1}, 400, "bad_request"),
+        ({"subject": "g", "ttl_seconds": True}, 400, "bad_request"),
+        ({"subject": "g", "ttl_seconds": "10"}, 400, "bad_request"),
+        ({"subject": "g", "name": "x" * 256}, 400, "bad_request"),
+        ({"subject": "g", "permissions": ["p"] * 17}, 400, "bad_request"),
+        ({"subject": "g", "permissions": ["no spaces"]}, 400, "bad_request"),
+        ({"subject": "g", "kind": "jwt_access"}, 400, "bad_request"),
+        ({}, 400, "bad_request"),
+        ({"subject": "g", "tenant": "nowhere"}, 404, "unknown_tenant"),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
+    tessera_env: dict[str, str],
+    body: dict,
+    status: int,
+    code: str,  # type: ignore[type-arg]
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant()
+        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        before = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM tokens) + (SELECT count(*) FROM audit_log)"
+        )
+        got, answer = await s.call(
+            "POST", "issuer", "/internal/tokens", json={"tenant": tenant, **body}
+        )
+        assert (got, answer["error"]) == (status, code)
+        for raw in (b"{nope", b"[1]", b'"x"'):
+            got, answer = await s.call("POST", "issuer", "/internal/tokens", data=raw)
+            assert got == 400 and answer["error"] == "bad_request"
+        got, answer = await s.call(
+            "POST",
+            "issuer",
+            "/internal/jwt",
+            json={
+                "tenant": tenant,
+                "username": "g",
+                "account_type": "user",
+                "claims": {"tapis/sub": "x"},
+            },
+        )
+        assert got == 400
+        after = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM tokens) + (SELECT count(*) FROM audit_log)"
+        )
+        await conn.close()
+        assert after == before

@@ -62,13 +62,18 @@ async def sign(request: web.Request) -> web.Response:
 @routes.get("/internal/tenants/{tenant}/jwks")
 async def jwks(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
+    row = await _tenant_row(request.app[POOL], tenant)  # 404 for an unknown tenant
     keys = request.app[SIGNER].jwks(tenant)
     if keys is None:
-        await _tenant_row(request.app[POOL], tenant)  # 404 for an unknown tenant
         await request.app[SIGNER].refresh()
         keys = request.app[SIGNER].jwks(tenant) or []
     max_age = request.app[SETTINGS].jwks_max_age
-    return json_response({"keys": keys}, headers={"Cache-Control": f"public, max-age={max_age}"})
+    # "issuer" is an extra member of the JWK Set (RFC 7517 §5 lets readers ignore it): it
+    # tells verifiers which iss this tenant's tokens must carry.
+    return json_response(
+        {"keys": keys, "issuer": row["issuer"]},
+        headers={"Cache-Control": f"public, max-age={max_age}"},
+    )
 
 
 @routes.get("/internal/tenants/{tenant}/keys")

@@ -37,6 +37,9 @@ class TenantKeys:
     keys: dict[str, jwt.PyJWK]
     fetched_at: float
     expires_at: float
+    # The tenant's token issuer, when the JWKS names it (Tessera's does: an extra member of
+    # the JWK Set, which RFC 7517 lets other readers ignore); tokens must carry it as iss.
+    issuer: str | None = None
 
 
 @dataclass
@@ -64,6 +67,10 @@ class JwksCache:
             entry.keys.pop(kid, None)
             if name == tenant:
                 entry.expires_at = entry.fetched_at = float("-inf")
+
+    def issuer(self, tenant: str) -> str | None:
+        entry = self._tenants.get(tenant)
+        return entry.issuer if entry is not None else None
 
     async def key(self, tenant: str, kid: str) -> jwt.PyJWK | None:
         """The tenant's key ``kid``, fetching the JWKS when stale or when the kid is unknown."""
@@ -112,7 +119,13 @@ class JwksCache:
             body = await resp.json(content_type=None)
             max_age = _max_age(resp.headers.get("Cache-Control"), self.default_max_age)
         now = time.monotonic()
-        return TenantKeys(parse_jwks(body, self._revoked_kids), now, now + max_age)
+        issuer = body.get("issuer") if isinstance(body, dict) else None
+        return TenantKeys(
+            parse_jwks(body, self._revoked_kids),
+            now,
+            now + max_age,
+            issuer if isinstance(issuer, str) else None,
+        )
 
 
 def _max_age(cache_control: str | None, default: float) -> float:
@@ -163,18 +176,25 @@ def unverified_parts(token: str) -> tuple[str, str]:
     return tenant, kid
 
 
-def verify_signature(token: str, key: jwt.PyJWK, tenant: str, leeway: float) -> dict[str, Any]:
-    """The verified claims; the algorithm is the key's own, ``exp`` and ``jti`` required."""
+def verify_signature(
+    token: str, key: jwt.PyJWK, tenant: str, leeway: float, issuer: str | None = None
+) -> dict[str, Any]:
+    """The verified claims; the algorithm is the key's own, ``exp`` and ``jti`` required, and
+    ``iss`` must be the tenant's issuer when that is known."""
+    required = ["exp", "jti", "iss"] if issuer else ["exp", "jti"]
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key.key,
             algorithms=[key.algorithm_name],
-            options={"require": ["exp", "jti"], "verify_aud": False},
+            options={"require": required, "verify_aud": False},
+            issuer=issuer,
             leeway=leeway,
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("expired") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidToken("wrong_issuer") from None
     except jwt.MissingRequiredClaimError as exc:
         raise InvalidToken("missing_claim", f"missing claim {exc.claim}") from None
     except jwt.InvalidAlgorithmError:

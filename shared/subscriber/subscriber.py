@@ -150,7 +150,7 @@ class Subscriber:
         key = await self._jwks.key(tenant, kid)
         if key is None:
             raise InvalidToken("unknown_kid")
-        claims = verify_signature(token, key, tenant, self.config.leeway)
+        claims = verify_signature(token, key, tenant, self.config.leeway, self._jwks.issuer(tenant))
         if claims["jti"] in self._revoked:
             raise InvalidToken("revoked")
         return claims

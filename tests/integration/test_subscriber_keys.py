@@ -55,8 +55,10 @@ class Stack:
     async def sign(self, tenant: str, **claims: Any) -> tuple[str, str, str]:
         """(token, jti, kid) of a Tapis-shaped access token signed by the tenant's key."""
         jti = str(uuid.uuid4())
+        issuer = (await self.call("GET", f"/internal/tenants/{tenant}"))["issuer"]
         body = {
             "jti": jti,
+            "iss": issuer,  # verifiers require the tenant's own issuer
             "sub": f"alice@{tenant}",
             "tapis/tenant_id": tenant,
             "tapis/token_type": "access",

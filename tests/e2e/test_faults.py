@@ -1,0 +1,288 @@
+"""Faults under load, without touching the shared servers: this stack reaches PostgreSQL and
+RabbitMQ through TCP proxies, and cutting a proxy is, for the services, the server going away
+(open connections drop, new ones are refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import pytest
+
+from tests.conftest import ROOT, Stack, free_port_block, start_stack, stop_stack
+from tests.e2e.gateway_support import http, http_json, mint
+from tests.proxy import TcpProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
+
+
+class ProxyThread:
+    """A TcpProxy on an event loop of its own, so the test body may block."""
+
+    def __init__(self, url: str, default_port: int) -> None:
+        parts = urlsplit(url)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+        self.run(self.proxy.start())
+        auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        self.url = urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.proxy.port}"))
+
+    def run(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout=30)
+
+    def cut(self) -> None:
+        self.run(self.proxy.cut())
+
+    def restore(self) -> None:
+        self.run(self.proxy.start())
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+@pytest.fixture(scope="module")
+def proxied(
+    tessera_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, ProxyThread, ProxyThread]]:
+    pg = ProxyThread(tessera_env["TESSERA_DATABASE_URL"], 5432)
+    mq = ProxyThread(tessera_env["TESSERA_AMQP_URL"], 5672)
+    env = dict(
+        tessera_env,
+        TESSERA_DATABASE_URL=pg.url,
+        TESSERA_AMQP_URL=mq.url,
+        TESSERA_DATABASE_PREFIX=tessera_env["TESSERA_DATABASE_PREFIX"] + "_fault",
+        TESSERA_AMQP_EXCHANGE=tessera_env["TESSERA_AMQP_EXCHANGE"] + ".fault",
+        TESSERA_AMQP_DLX=tessera_env["TESSERA_AMQP_DLX"] + ".fault",
+        TESSERA_AMQP_QUEUE_PREFIX=tessera_env["TESSERA_AMQP_QUEUE_PREFIX"] + "fault.",
+    )
+    stack = start_stack(env, Path(tmp_path_factory.mktemp("fault")) / "dev.log")
+    yield stack, pg, mq
+    stop_stack(stack)
+    pg.close()
+    mq.close()
+
+
+async def _collect_events(
+    amqp_url: str,
+    exchange: str,
+    into: list[dict[str, Any]],
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    connection = await aio_pika.connect(amqp_url)  # directly, not through the proxy
+    channel = await connection.channel()
+    ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(ex, "#")
+
+    async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        into.append(json.loads(message.body))
+        await message.ack()
+
+    await queue.consume(keep)
+    ready.set()
+    await stop.wait()
+    await connection.close()
+
+
+def test_broker_down_for_ten_seconds_loses_nothing(
+    proxied: tuple[Stack, ProxyThread, ProxyThread], tessera_env: dict[str, str]
+) -> None:
+    stack, _pg, mq = proxied
+    events: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete,
+        args=(
+            _collect_events(
+                tessera_env["TESSERA_AMQP_URL"],
+                stack.env["TESSERA_AMQP_EXCHANGE"],
+                events,
+                ready,
+                stop,
+            ),
+        ),
+        daemon=True,
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not ready.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    token = mint(stack, "loader")
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    created: list[str] = []
+    revoked: list[str] = []
+    mq.cut()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 10:  # about 10 s of load with the broker away
+            status, body = http_json(
+                "POST",
+                f"{stack.gateway}/api/2.0/token/create",
+                body={"lifetime_seconds": 600},
+                headers=auth,
+            )
+            assert status == 200, body  # no create fails
+            created.append(body["token_info"]["token_id"])
+            if len(created) % 3 == 0:
+                status, _ = http_json(
+                    "POST",
+                    f"{stack.gateway}/api/2.0/token/delete",
+                    body={"token_id": created[-1]},
+                    headers=auth,
+                )
+                assert status == 200  # no revoke fails either
+                revoked.append(created[-1])
+            time.sleep(0.05)
+    finally:
+        mq.restore()
+    deadline = time.monotonic() + 60
+    while True:
+        issued = {e["data"].get("display_id") for e in events if e["type"] == "token.issued"}
+        gone = {e["data"].get("display_id") for e in events if e["type"] == "token.revoked"}
+        if set(created) <= issued and set(revoked) <= gone:
+            break
+        assert time.monotonic() < deadline, (len(set(created) - issued), len(set(revoked) - gone))
+        time.sleep(0.2)
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(timeout=10)
+    assert len(created) >= 20 and revoked
+
+
+def test_database_restart_answers_503_in_dialect_shape_then_recovers(
+    proxied: tuple[Stack, ProxyThread, ProxyThread],
+) -> None:
+    stack, pg, _mq = proxied
+    token = mint(stack, "dbfault")
+    opaque = mint(stack, "dbfault2", dialect="opaque")
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert (
+        http_json("POST", f"{stack.gateway}/api/2.0/token/create", body={}, headers=auth)[0] == 200
+    )
+    pg.cut()
+    try:
+        deadline = time.monotonic() + 3
+        seen: set[int] = set()
+        while time.monotonic() < deadline:
+            status, headers, raw = http(
+                "POST", f"{stack.gateway}/api/2.0/token/create", body={}, headers=auth
+            )
+            seen.add(status)
+            assert status != 500, raw
+            if status == 503:
+                body = json.loads(raw)
+                assert body["error_code"] == "TEMPORARILY_UNAVAILABLE" and "Retry-After" in headers
+            status, _, raw = http(
+                "POST",
+                f"{stack.gateway}/v3/tokens",
+                body={
+                    "account_type": "user",
+                    "token_tenant_id": "dev",
+                    "token_username": "dbfault2",
+                },
+                headers={"X-Tapis-Token": opaque, "Content-Type": "application/json"},
+            )
+            assert status != 500, raw
+            if status == 503:
+                assert json.loads(raw)["status"] == "error"
+            time.sleep(0.1)
+        assert 503 in seen
+    finally:
+        pg.restore()
+    deadline = time.monotonic() + 30
+    while (
+        http_json("POST", f"{stack.gateway}/api/2.0/token/create", body={}, headers=auth)[0] != 200
+    ):
+        assert time.monotonic() < deadline, "no recovery after PostgreSQL returned"
+        time.sleep(0.2)
+
+
+def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+
+
+def _wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http("GET", f"{url}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, f"{url} not ready"
+        time.sleep(0.1)
+
+
+def test_killed_service_gives_503_then_recovers(tessera_env: dict[str, str]) -> None:
+    from services.cli import migrate_all
+    from services.dev import dev_environment
+
+    base = dict(
+        tessera_env,
+        TESSERA_DATABASE_PREFIX=tessera_env["TESSERA_DATABASE_PREFIX"] + "_kill",
+        TESSERA_AMQP_EXCHANGE=tessera_env["TESSERA_AMQP_EXCHANGE"] + ".kill",
+        TESSERA_AMQP_QUEUE_PREFIX=tessera_env["TESSERA_AMQP_QUEUE_PREFIX"] + "kill.",
+    )
+    env = dev_environment(base, "127.0.0.1", free_port_block(4))
+    asyncio.run(migrate_all(env, ["keys", "issuer", "revocation"]))
+    procs = {name: _start(name, env) for name in ("keys", "issuer", "revocation")}
+    try:
+        for name in procs:
+            _wait_ready(env[f"TESSERA_{name.upper()}_URL"])
+        procs["gateway"] = _start("gateway", env)
+        _wait_ready(env["TESSERA_GATEWAY_URL"])
+        http_json("POST", f"{env['TESSERA_KEYS_URL']}/internal/tenants", body={"id": "dev"})
+        status, made = http_json(
+            "POST",
+            f"{env['TESSERA_ISSUER_URL']}/internal/tokens",
+            body={"tenant": "dev", "subject": "k", "kind": "databricks", "permissions": ["admin"]},
+        )
+        assert status == 200
+        auth = {"Authorization": f"Bearer {made['value']}", "Content-Type": "application/json"}
+        gateway = env["TESSERA_GATEWAY_URL"]
+        assert http_json("POST", f"{gateway}/api/2.0/token/create", body={}, headers=auth)[0] == 200
+        procs["issuer"].send_signal(signal.SIGKILL)
+        procs["issuer"].wait(timeout=10)
+        status, headers, raw = http(
+            "POST", f"{gateway}/api/2.0/token/create", body={}, headers=auth
+        )
+        assert status == 503 and "Retry-After" in headers
+        assert json.loads(raw)["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        status, _, raw = http("POST", f"{gateway}/v1/tokens", body={"tokenName": "x"}, headers=auth)
+        assert status == 503 and json.loads(raw)["errorType"]
+        procs["issuer"] = _start("issuer", env)
+        deadline = time.monotonic() + 30
+        while http_json("POST", f"{gateway}/api/2.0/token/create", body={}, headers=auth)[0] != 200:
+            assert time.monotonic() < deadline, "the gateway did not recover"
+            time.sleep(0.2)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

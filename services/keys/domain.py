@@ -18,6 +18,8 @@ MAX_CLAIM_SETS = 10
 MAX_CLAIMS_BYTES = 8 * 1024
 # The watermark of a key that signed a token without ``exp``: it stays published for good.
 NEVER = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_EXP = NEVER.timestamp()
+WATERMARK_SLACK = 3600.0
 DEFAULTS = {"access_ttl": 300, "refresh_ttl": 600, "token_quota": 600}
 
 
@@ -50,29 +52,61 @@ def parse_tenant(body: dict[str, Any], public_url: str) -> dict[str, Any]:
     }
 
 
-def parse_claim_sets(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The claim sets of a sign request: 1 to 10 JSON objects of at most 8 KiB each."""
+@dataclass(frozen=True)
+class ClaimSets:
+    """The claim sets of a sign request, each serialised once, in the order sent."""
+
+    payloads: list[bytes]
+    # The latest ``exp`` in epoch seconds, or None when a set has none (it never expires).
+    latest_exp: float | None
+
+
+def parse_claim_sets(body: dict[str, Any]) -> ClaimSets:
+    """The claim sets of a sign request: 1 to 10 JSON objects of at most 8 KiB each.
+
+    Claims are serialised exactly as they arrived (JSON objects keep their order, which the
+    Tapis contract fixes); the bytes checked for size are the bytes signed.
+    """
     claims = body.get("claims")
     if not isinstance(claims, list) or not 1 <= len(claims) <= MAX_CLAIM_SETS:
         raise InvalidClaims(f"claims must be a list of 1 to {MAX_CLAIM_SETS} objects")
+    unknown = set(body) - {"claims"}
+    if unknown:
+        raise InvalidClaims(f"unknown fields: {', '.join(sorted(unknown))}")
+    payloads: list[bytes] = []
+    latest: float | None = 0.0
     for claim_set in claims:
         if not isinstance(claim_set, dict):
             raise InvalidClaims("each claim set must be a JSON object")
-        if len(json.dumps(claim_set)) > MAX_CLAIMS_BYTES:
+        try:
+            # allow_nan=False: NaN and Infinity parse in Python but are not JSON.
+            payload = json.dumps(claim_set, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError:
+            raise InvalidClaims("claims must not hold NaN or Infinity") from None
+        if len(payload) > MAX_CLAIMS_BYTES:
             raise InvalidClaims(f"a claim set is larger than {MAX_CLAIMS_BYTES} bytes")
-        exp = claim_set.get("exp")
-        if exp is not None and (
-            not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= 0
-        ):
+        payloads.append(payload)
+        if "exp" not in claim_set:
+            latest = None
+            continue
+        exp = claim_set["exp"]
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not 0 < exp < MAX_EXP:
             raise InvalidClaims("exp must be a number of seconds since the epoch")
-    return claims
+        if latest is not None:
+            latest = max(latest, float(exp))
+    return ClaimSets(payloads, latest)
 
 
-def latest_exp(claim_sets: list[dict[str, Any]]) -> datetime:
-    """The latest expiry among claim sets; a set without ``exp`` never expires."""
-    if any("exp" not in c for c in claim_sets):
-        return NEVER
-    return datetime.fromtimestamp(max(float(c["exp"]) for c in claim_sets), UTC)
+def next_watermark(latest_exp: float | None, watermark: float | None) -> float | None:
+    """The ``max_exp`` to record before signing tokens that expire by ``latest_exp`` with a
+    key whose recorded watermark is ``watermark``; None when the recorded one covers them.
+
+    The mark moves an hour past the expiry asked for, so only one signature in many writes.
+    """
+    wanted = MAX_EXP if latest_exp is None else latest_exp
+    if watermark is not None and wanted <= watermark:
+        return None
+    return min(wanted + WATERMARK_SLACK, MAX_EXP)
 
 
 def new_kid() -> str:

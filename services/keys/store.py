@@ -136,9 +136,15 @@ async def revoke_key(conn: asyncpg.Connection, tenant: str, kid: str, now: datet
     return state
 
 
-async def raise_max_exp(conn: asyncpg.Connection, kid: str, until: datetime) -> None:
-    await conn.execute(
-        "UPDATE signing_keys SET max_exp = GREATEST(max_exp, $2) WHERE kid = $1", kid, until
+async def raise_max_exp(conn: asyncpg.Connection, kid: str, until: datetime) -> bool:
+    """Move a key's watermark forward; False when the key is revoked (it must not sign)."""
+    return bool(
+        await conn.fetchval(
+            """UPDATE signing_keys SET max_exp = GREATEST(max_exp, $2)
+               WHERE kid = $1 AND state <> 'revoked' RETURNING true""",
+            kid,
+            until,
+        )
     )
 
 

@@ -32,8 +32,10 @@ def pct(values: list[float], q: float) -> float:
 async def run(count: int) -> None:
     async with dev_stack() as env, aiohttp.ClientSession() as session:
         gateway = env["TESSERA_GATEWAY_URL"]
+        # A tenant of its own, whose quota lets one user hold every victim token at once.
+        cli(env, "tenant", "create", "bench", "--token-quota", str(count + 10))
         admin = cli(
-            env, "token", "create", "--tenant", "dev", "--subject", "ops", "--permission", "admin"
+            env, "token", "create", "--tenant", "bench", "--subject", "ops", "--permission", "admin"
         )
         auth = {"Authorization": f"Bearer {admin}"}
         victims: list[tuple[str, str]] = []
@@ -42,7 +44,7 @@ async def run(count: int) -> None:
             "token",
             "create",
             "--tenant",
-            "dev",
+            "bench",
             "--subject",
             "victim",
             "--dialect",
@@ -54,7 +56,9 @@ async def run(count: int) -> None:
                 json={},
                 headers={"Authorization": f"Bearer {user}"},
             ) as resp:
-                value = (await resp.json())["token_value"]
+                created = await resp.json()
+                assert resp.status == 200, created
+                value = created["token_value"]
             async with session.post(
                 f"{gateway}/oauth2/introspect", data={"token": value}, headers=auth
             ) as resp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+# One-shot callbacks per connection (by server process id), run when the connection goes back
+# to its pool: after the transaction that asked for them has committed or rolled back.
+_after_release: dict[int, list[Callable[[], None]]] = {}
+
+
+def call_after_release(conn: asyncpg.Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once ``conn`` (a pooled connection) is released, i.e. after the caller's
+    transaction has ended. Used to wake the outbox relay exactly when a new event is visible."""
+    callbacks = _after_release.setdefault(conn.get_server_pid(), [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+
+
 async def _release(conn: asyncpg.Connection) -> None:
     """Make a released connection reusable with no round trip when it is clean.
 
@@ -44,6 +57,8 @@ async def _release(conn: asyncpg.Connection) -> None:
     """
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
+    for callback in _after_release.pop(conn.get_server_pid(), ()):
+        callback()
 
 
 @asynccontextmanager

@@ -5,12 +5,19 @@ change it describes was committed. :class:`OutboxRelay` publishes pending rows w
 confirms and deletes them only once RabbitMQ has confirmed them; rows are claimed with
 ``FOR UPDATE SKIP LOCKED`` so several replicas can relay at once without publishing a row twice.
 A broker outage leaves rows waiting; the relay resumes by itself when the broker is back.
+
+The relay of the process that wrote an event is woken when the writing connection goes back to
+its pool, right after the commit; relays of other replicas find leftover rows by polling.
+PostgreSQL's NOTIFY is not used: a transaction that notifies holds a database-wide lock through
+its commit, which serialises every durable commit of the service behind one WAL flush at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import weakref
 
 import aio_pika
 import asyncpg
@@ -19,11 +26,13 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.amqp import Broker
 from shared.bus.envelope import Envelope
+from shared.db import call_after_release
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
 
 log = structlog.get_logger("tessera.outbox")
 
-NOTIFY_CHANNEL = "tessera_outbox"
+# How often the gauge of pending events is refreshed while the relay is busy.
+PENDING_REFRESH = 1.0
 PUBLISHED = Counter("tessera_outbox_published_total", "Events published and confirmed", ["service"])
 PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
 
@@ -34,9 +43,7 @@ async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
     The same transaction appends the event to the service's audit trail, with the actor and
     request id of the operation that caused it.
     """
-    # One statement, one round trip: the outbox row, the audit row and the wake-up. The
-    # notification is delivered at commit only, so the relay wakes exactly when there is
-    # something to send.
+    # One statement, one round trip: the outbox row and the audit row.
     await conn.execute(
         """WITH queued AS (
                INSERT INTO outbox (event_id, routing_key, body, request_id)
@@ -45,7 +52,7 @@ async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
                INSERT INTO audit_log
                    (event_id, occurred_at, tenant, action, source, actor, request_id, data)
                VALUES ($1, $5, $6, $7, $8, $9, $4, $10))
-           SELECT pg_notify($11, '')""",
+           SELECT 1""",
         envelope.id,
         envelope.routing_key,
         envelope.to_json(),
@@ -56,8 +63,17 @@ async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
         envelope.source,
         actor_var.get(),
         envelope.data,
-        NOTIFY_CHANNEL,
     )
+    call_after_release(conn, _wake_relays)
+
+
+# The relays running in this process; an event written here wakes them after its commit.
+_relays: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def _wake_relays() -> None:
+    for relay in _relays:
+        relay.wake()
 
 
 def _message(row: asyncpg.Record) -> aio_pika.Message:
@@ -93,17 +109,19 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._pending_checked = 0.0
+        self._pending_seen = True
 
     def start(self) -> None:
+        _relays.add(self)
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._service}")
 
     async def stop(self) -> None:
+        _relays.discard(self)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._close_listener()
 
     def wake(self) -> None:
         self._wake.set()
@@ -140,43 +158,30 @@ class OutboxRelay:
         delay = 0.1
         while True:
             try:
-                await self._ensure_listener()
+                # Cleared before the query: a commit that lands while it runs wakes us again.
+                self._wake.clear()
                 sent = await self.relay_once()
                 delay = 0.1
                 if sent == self._batch_size:
                     continue
-                if sent:
+                if sent or self._pending_seen:
                     await self._record_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("outbox relay paused", error=type(exc).__name__, retry_in=delay)
-                await self._close_listener()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            self._wake.clear()
 
     async def _record_pending(self) -> None:
+        now = time.monotonic()
+        if now - self._pending_checked < PENDING_REFRESH:
+            return
+        self._pending_checked = now
         async with self._pool.acquire() as conn:
-            PENDING.labels(self._service).set(await conn.fetchval("SELECT count(*) FROM outbox"))
-
-    async def _ensure_listener(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        self._listener = await self._pool.acquire()
-        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-
-    def _on_notify(self, *_args: object) -> None:
-        self._wake.set()
-
-    async def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        with contextlib.suppress(Exception):
-            await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-        with contextlib.suppress(Exception):
-            await self._pool.release(listener)
+            pending = await conn.fetchval("SELECT count(*) FROM outbox")
+        PENDING.labels(self._service).set(pending)
+        self._pending_seen = pending > 0

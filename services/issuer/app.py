@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.issuer.events import HANDLERS
-from services.issuer.handlers import KEYS, SESSION, SETTINGS, routes
+from services.issuer.handlers import KEYS, SESSION, SETTINGS, WRITER, routes
 from services.issuer.settings import Settings
 from services.issuer.tenants import KeysClient
+from services.issuer.writer import TokenWriter
 from shared.http import base_app, internal_session
-from shared.service import COMMON, broker, db_pool, event_consumers, outbox_relay
+from shared.service import COMMON, POOL, broker, db_pool, event_consumers, outbox_relay
 
 
 async def clients(app: web.Application) -> AsyncIterator[None]:
@@ -19,6 +20,7 @@ async def clients(app: web.Application) -> AsyncIterator[None]:
     async with internal_session() as session:
         app[SESSION] = session
         app[KEYS] = KeysClient(session, settings.keys_url, settings.tenant_cache_seconds)
+        app[WRITER] = TokenWriter(app[POOL])
         yield
 
 

@@ -20,6 +20,7 @@ from services.issuer.domain import (
 from services.issuer.errors import UnknownToken
 from services.issuer.settings import Settings
 from services.issuer.tenants import KeysClient
+from services.issuer.writer import TokenWriter
 from shared.errors import BadRequest
 from shared.http import json_response, read_json_object
 from shared.service import POOL
@@ -28,13 +29,14 @@ routes = web.RouteTableDef()
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 KEYS: web.AppKey[KeysClient] = web.AppKey("keys_client", KeysClient)
 SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)
+WRITER: web.AppKey[TokenWriter] = web.AppKey("token_writer", TokenWriter)
 
 
 @routes.post("/internal/tokens")
 async def create_token(request: web.Request) -> web.Response:
     parsed = CreateOpaque.parse(await read_json_object(request))
     record, value = await issuing.create_opaque(
-        request.app[POOL], request.app[KEYS], request.app[SETTINGS].pepper, parsed
+        request.app[WRITER], request.app[KEYS], request.app[SETTINGS].pepper, parsed
     )
     return json_response({"token": record, "value": value})
 
@@ -53,7 +55,7 @@ async def authenticate(request: web.Request) -> web.Response:
 async def create_jwt(request: web.Request) -> web.Response:
     parsed = CreateJwt.parse(await read_json_object(request))
     result = await issuing.issue_jwt(
-        request.app[POOL], request.app[KEYS], request.app[SETTINGS].pepper, parsed
+        request.app[WRITER], request.app[KEYS], request.app[SETTINGS].pepper, parsed
     )
     return json_response(result)
 

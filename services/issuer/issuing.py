@@ -27,9 +27,10 @@ from services.issuer.domain import (
     rotated_pair,
     token_response,
 )
-from services.issuer.errors import InvalidCredential, QuotaReached
+from services.issuer.errors import InvalidCredential
 from services.issuer.events import token_issued
 from services.issuer.tenants import KeysClient
+from services.issuer.writer import TokenWriter
 from shared.bus.outbox import add_event
 from shared.errors import Unavailable
 from shared.http import call_service
@@ -39,7 +40,7 @@ log = structlog.get_logger("tessera.issuer")
 
 
 async def create_opaque(
-    pool: asyncpg.Pool, keys: KeysClient, pepper: Pepper, request: CreateOpaque
+    writer: TokenWriter, keys: KeysClient, pepper: Pepper, request: CreateOpaque
 ) -> tuple[dict[str, Any], str]:
     """A new opaque token within the owner's quota: (its record, its value shown once)."""
     tenant = await keys.tenant(request.tenant)
@@ -58,13 +59,7 @@ async def create_opaque(
         "created_by": request.created_by,
         "secret_hash": pepper.hash(value),
     }
-    quota = int(tenant["token_quota"])
-    async with pool.acquire() as conn, conn.transaction():
-        await store.lock_owner(conn, request.tenant, request.subject)
-        row = await store.insert_within_quota(conn, token, quota)
-        if row is None:
-            raise QuotaReached(f"{request.subject} already has {quota} active tokens, the quota")
-        await add_event(conn, token_issued(row))
+    [row] = await writer.insert([token], quota=int(tenant["token_quota"]))
     return record_json(row), value
 
 
@@ -120,7 +115,7 @@ def _jwt_records(
 
 
 async def issue_jwt(
-    pool: asyncpg.Pool, keys: KeysClient, pepper: Pepper, request: CreateJwt
+    writer: TokenWriter, keys: KeysClient, pepper: Pepper, request: CreateJwt
 ) -> dict[str, Any]:
     """A Tapis access token (and refresh token if asked), signed by the keys service."""
     tenant = await keys.tenant(request.tenant)
@@ -143,9 +138,7 @@ async def issue_jwt(
         pepper,
         now,
     )
-    async with pool.acquire() as conn, conn.transaction():
-        for record in records:
-            await add_event(conn, token_issued(await store.insert_token(conn, record)))
+    await writer.insert(records)
     result = {"access_token": token_response(tokens[0], access, access_ttl, "access_token")}
     if request.refresh:
         result["refresh_token"] = token_response(

@@ -15,64 +15,70 @@ COLUMNS = (
 _ACTIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
 
 
-async def lock_owner(conn: asyncpg.Connection, tenant: str, subject: str) -> None:
-    """Serialise creates of one owner until the transaction ends (quota checks)."""
+_INSERT_COLUMNS = (
+    "id",
+    "display_id",
+    "tenant",
+    "subject",
+    "kind",
+    "name",
+    "permissions",
+    "created_at",
+    "expires_at",
+    "created_by",
+    "family_id",
+    "kid",
+    "secret_hash",
+)
+_INSERT = f"""INSERT INTO tokens ({", ".join(_INSERT_COLUMNS)})
+              VALUES ({", ".join(f"${n}" for n in range(1, len(_INSERT_COLUMNS) + 1))})"""
+
+
+def _insert_args(token: dict[str, Any]) -> list[Any]:
+    defaults: dict[str, Any] = {"permissions": []}
+    return [token.get(column, defaults.get(column)) for column in _INSERT_COLUMNS]
+
+
+async def lock_and_count_owners(
+    conn: asyncpg.Connection, owners: list[tuple[str, str]], limit: int
+) -> dict[tuple[str, str], int]:
+    """Lock each owner until the transaction ends, then count their active opaque tokens (up
+    to ``limit``). Locks are taken in one global order, so two batches never deadlock; the
+    count is a statement of its own so that it sees what committed while we waited."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{tenant}/{subject}"
+        """SELECT pg_advisory_xact_lock(k) FROM (
+               SELECT DISTINCT hashtextextended(o, 0) AS k
+               FROM unnest($1::text[]) AS o ORDER BY k) AS locks""",
+        [f"{tenant}/{subject}" for tenant, subject in owners],
     )
-
-
-async def insert_within_quota(
-    conn: asyncpg.Connection, token: dict[str, Any], quota: int
-) -> asyncpg.Record | None:
-    """Insert an opaque token unless its owner already has ``quota`` active ones (None then).
-
-    One round trip for the check and the insert; the caller holds the owner's lock.
-    """
-    row: asyncpg.Record | None = await conn.fetchrow(
-        f"""INSERT INTO tokens (id, display_id, tenant, subject, kind, name, permissions,
-                                created_at, expires_at, created_by, secret_hash)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
-            WHERE (SELECT count(*) FROM (
-                       SELECT 1 FROM tokens WHERE tenant = $3 AND subject = $4
-                       AND kind IN ('opaque', 'databricks', 'jobmanager') AND {_ACTIVE}
-                       LIMIT $12) active) < $12
-            RETURNING {COLUMNS}""",
-        token["id"],
-        token.get("display_id"),
-        token["tenant"],
-        token["subject"],
-        token["kind"],
-        token.get("name"),
-        token.get("permissions", []),
-        token["created_at"],
-        token.get("expires_at"),
-        token.get("created_by"),
-        token["secret_hash"],
-        quota,
+    rows = await conn.fetch(
+        """SELECT o.tenant, o.subject, (
+                SELECT count(*) FROM (
+                    SELECT 1 FROM tokens t
+                    WHERE t.tenant = o.tenant AND t.subject = o.subject
+                      AND t.kind IN ('opaque', 'databricks', 'jobmanager')
+                      AND t.revoked_at IS NULL
+                      AND (t.expires_at IS NULL OR t.expires_at > now())
+                    LIMIT $3) AS a) AS active
+            FROM unnest($1::text[], $2::text[]) AS o(tenant, subject)""",
+        [tenant for tenant, _ in owners],
+        [subject for _, subject in owners],
+        limit,
     )
-    return row
+    return {(row["tenant"], row["subject"]): row["active"] for row in rows}
+
+
+async def insert_tokens(conn: asyncpg.Connection, tokens: list[dict[str, Any]]) -> None:
+    """Insert new tokens, pipelined in one round trip."""
+    if len(tokens) == 1:
+        await conn.execute(_INSERT, *_insert_args(tokens[0]))
+    elif tokens:
+        await conn.executemany(_INSERT, [_insert_args(token) for token in tokens])
 
 
 async def insert_token(conn: asyncpg.Connection, token: dict[str, Any]) -> asyncpg.Record:
     row: asyncpg.Record = await conn.fetchrow(
-        f"""INSERT INTO tokens (id, display_id, tenant, subject, kind, name, permissions,
-                                created_at, expires_at, created_by, family_id, kid, secret_hash)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            RETURNING {COLUMNS}""",
-        token["id"],
-        token.get("display_id"),
-        token["tenant"],
-        token["subject"],
-        token["kind"],
-        token.get("name"),
-        token.get("permissions", []),
-        token["created_at"],
-        token.get("expires_at"),
-        token.get("created_by"),
-        token.get("family_id"),
-        token.get("kid"),
-        token.get("secret_hash"),
+        f"{_INSERT} RETURNING {COLUMNS}", *_insert_args(token)
     )
     return row
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 import weakref
+from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
@@ -37,33 +38,61 @@ PUBLISHED = Counter("tessera_outbox_published_total", "Events published and conf
 PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
 
 
+# One statement, one round trip per event: the outbox row and the audit row.
+_ADD_EVENT = """
+    WITH queued AS (
+        INSERT INTO outbox (event_id, routing_key, body, request_id)
+        VALUES ($1, $2, $3, $4)),
+    audited AS (
+        INSERT INTO audit_log
+            (event_id, occurred_at, tenant, action, source, actor, request_id, data)
+        VALUES ($1, $5, $6, $7, $8, $9, $4, $10))
+    SELECT 1"""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who and which request caused an event, for the audit trail and tracing."""
+
+    request_id: str | None
+    actor: str | None
+
+    @classmethod
+    def current(cls) -> Cause:
+        """The cause bound to the running request (see shared.logging)."""
+        return cls(request_id_var.get(), actor_var.get())
+
+
+def _event_args(envelope: Envelope, cause: Cause) -> tuple[object, ...]:
+    return (
+        envelope.id,
+        envelope.routing_key,
+        envelope.to_json(),
+        cause.request_id,
+        envelope.occurred_at,
+        envelope.tenant,
+        envelope.type,
+        envelope.source,
+        cause.actor,
+        envelope.data,
+    )
+
+
 async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
     """Queue an event in the caller's transaction (call it inside ``conn.transaction()``).
 
     The same transaction appends the event to the service's audit trail, with the actor and
     request id of the operation that caused it.
     """
-    # One statement, one round trip: the outbox row and the audit row.
-    await conn.execute(
-        """WITH queued AS (
-               INSERT INTO outbox (event_id, routing_key, body, request_id)
-               VALUES ($1, $2, $3, $4)),
-           audited AS (
-               INSERT INTO audit_log
-                   (event_id, occurred_at, tenant, action, source, actor, request_id, data)
-               VALUES ($1, $5, $6, $7, $8, $9, $4, $10))
-           SELECT 1""",
-        envelope.id,
-        envelope.routing_key,
-        envelope.to_json(),
-        request_id_var.get(),
-        envelope.occurred_at,
-        envelope.tenant,
-        envelope.type,
-        envelope.source,
-        actor_var.get(),
-        envelope.data,
-    )
+    await add_events(conn, [(envelope, Cause.current())])
+
+
+async def add_events(conn: asyncpg.Connection, events: list[tuple[Envelope, Cause]]) -> None:
+    """:func:`add_event` for several events, each with its own cause, in one round trip."""
+    if len(events) == 1:
+        await conn.execute(_ADD_EVENT, *_event_args(*events[0]))
+    elif events:
+        await conn.executemany(_ADD_EVENT, [_event_args(*event) for event in events])
     call_after_release(conn, _wake_relays)
 
 

@@ -1,0 +1,116 @@
+"""Group commit for new tokens: creates that arrive together share one transaction.
+
+Every new token is a durable insert plus its ``token.issued`` event. Alone, that is six round
+trips and a WAL flush per token; under load, the :class:`~shared.batching.Batcher` lets the
+creates that queued while earlier ones committed go out as one transaction (locks, one quota
+count for every owner, pipelined inserts and events, one commit). Each create still gets its
+own answer: a quota refusal fails that create only, and if the batch as a whole is refused by
+the database (a constraint, bad data) each create is tried again on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.issuer import store
+from services.issuer.errors import QuotaReached
+from services.issuer.events import token_issued
+from shared.batching import Batcher
+from shared.bus.outbox import Cause, add_events
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Write:
+    """Tokens to insert together; ``quota``: their owner's limit of active opaque tokens."""
+
+    tokens: list[Row]
+    quota: int | None
+    cause: Cause
+
+    @property
+    def owner(self) -> tuple[str, str]:
+        return self.tokens[0]["tenant"], self.tokens[0]["subject"]
+
+
+def stored_row(token: Row) -> Row:
+    """A new token as the database now holds it, without its secret hash."""
+    row: Row = {
+        "display_id": None,
+        "name": None,
+        "permissions": [],
+        "expires_at": None,
+        "last_used_at": None,
+        "revoked_at": None,
+        "created_by": None,
+        "family_id": None,
+        "kid": None,
+    }
+    row.update((k, v) for k, v in token.items() if k != "secret_hash")
+    return row
+
+
+class TokenWriter:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, max_in_flight: int = 2):
+        self._pool = pool
+        self._batcher: Batcher[Write, list[Row]] = Batcher(
+            self._write_batch,
+            max_batch=max_batch,
+            max_in_flight=max_in_flight,
+            weight=lambda write: len(write.tokens),
+        )
+
+    async def insert(self, tokens: list[Row], *, quota: int | None = None) -> list[Row]:
+        """Insert one owner's new tokens with their events, durably; their stored rows.
+
+        With ``quota``, refuse (:class:`QuotaReached`) when the owner already has that many
+        active opaque tokens."""
+        return await self._batcher.submit(Write(tokens, quota, Cause.current()))
+
+    async def _write_batch(self, writes: list[Write]) -> list[list[Row] | Exception]:
+        try:
+            return await self._commit(writes)
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError):
+            if len(writes) == 1:
+                raise
+        # One bad write must not fail the others: each again, in a transaction of its own.
+        results: list[list[Row] | Exception] = []
+        for write in writes:
+            try:
+                results.extend(await self._commit([write]))
+            except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+                results.append(exc)
+        return results
+
+    async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
+        results: list[list[Row] | Exception] = []
+        accepted: list[tuple[Row, Row, Cause]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            limited = [w for w in writes if w.quota is not None]
+            active: dict[tuple[str, str], int] = {}
+            if limited:
+                owners = sorted({w.owner for w in limited})
+                limit = max(w.quota or 0 for w in limited)
+                active = await store.lock_and_count_owners(conn, owners, limit)
+            for write in writes:
+                if write.quota is not None:
+                    if active[write.owner] + len(write.tokens) > write.quota:
+                        results.append(
+                            QuotaReached(
+                                f"{write.owner[1]} already has {write.quota} active tokens,"
+                                " the quota"
+                            )
+                        )
+                        continue
+                    active[write.owner] += len(write.tokens)
+                rows = [stored_row(token) for token in write.tokens]
+                results.append(rows)
+                pairs = zip(write.tokens, rows, strict=True)
+                accepted.extend((token, row, write.cause) for token, row in pairs)
+            await store.insert_tokens(conn, [token for token, _, _ in accepted])
+            await add_events(conn, [(token_issued(row), cause) for _, row, cause in accepted])
+        return results

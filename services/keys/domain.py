@@ -14,7 +14,7 @@ from services.keys.errors import InvalidClaims
 from shared.errors import BadRequest
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-MAX_CLAIM_SETS = 10
+MAX_CLAIM_SETS = 32
 MAX_CLAIMS_BYTES = 8 * 1024
 # The watermark of a key that signed a token without ``exp``: it stays published for good.
 NEVER = datetime(9000, 1, 1, tzinfo=UTC)
@@ -62,7 +62,7 @@ class ClaimSets:
 
 
 def parse_claim_sets(body: dict[str, Any]) -> ClaimSets:
-    """The claim sets of a sign request: 1 to 10 JSON objects of at most 8 KiB each.
+    """The claim sets of a sign request: 1 to 32 JSON objects of at most 8 KiB each.
 
     Claims are serialised exactly as they arrived (JSON objects keep their order, which the
     Tapis contract fixes); the bytes checked for size are the bytes signed.

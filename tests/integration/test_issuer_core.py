@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import asyncpg
+import jwt
 import pytest
 
 from tests.integration.issuer_stack import Services, running_services
@@ -77,6 +78,70 @@ async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
             "GET", "issuer", f"/internal/tokens?tenant={tenant}&subject=bo&limit=100"
         )
         assert len(listing["tokens"]) == 5
+
+
+async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
+    tessera_env: dict[str, str],
+) -> None:
+    """Creates are group-committed and signatures coalesced: under load every caller must still
+    get its own token, each owner's quota must hold, and each event its own request id."""
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant(quota=3)
+        owners = [f"u{n}" for n in range(12)]
+        opaque = [
+            s.call(
+                "POST",
+                "issuer",
+                "/internal/tokens",
+                json={"tenant": tenant, "subject": owner, "name": f"{owner}-{i}"},
+                headers={"X-Request-ID": f"req-{owner}-{i}"},
+            )
+            for owner in owners
+            for i in range(5)
+        ]
+        jwts = [
+            s.call(
+                "POST",
+                "issuer",
+                "/internal/jwt",
+                json={
+                    "tenant": tenant,
+                    "username": owner,
+                    "account_type": "user",
+                    "generate_refresh_token": True,
+                },
+            )
+            for owner in owners
+        ]
+        results = await asyncio.gather(*opaque, *jwts)
+        made, pairs = results[: len(opaque)], results[len(opaque) :]
+        callers = [owner for owner in owners for _ in range(5)]
+        for owner in owners:
+            mine = [b for st, b in made if st == 200 and b["token"]["subject"] == owner]
+            refused = [
+                (st, b)
+                for (st, b), call_owner in zip(made, callers, strict=True)
+                if call_owner == owner and st != 200
+            ]
+            assert len(mine) == 3 and len(refused) == 2, (owner, refused)
+            assert {st for st, _ in refused} == {409}
+            assert all(b["token"]["name"].startswith(f"{owner}-") for b in mine)
+        for owner, (status, pair) in zip(owners, pairs, strict=True):
+            assert status == 200, pair
+            for kind in ("access_token", "refresh_token"):
+                claims = jwt.decode(
+                    pair[kind][kind], options={"verify_signature": False}, algorithms=["RS256"]
+                )
+                assert claims["sub"] == f"{owner}@{tenant}"
+                assert claims["tapis/token_type"] == kind.removesuffix("_token")
+        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        audit = await conn.fetch(
+            """SELECT request_id, data->>'subject' AS subject FROM audit_log
+               WHERE action = 'token.issued' AND data->>'kind' = 'opaque'"""
+        )
+        await conn.close()
+        assert len(audit) == 3 * len(owners)
+        assert all(row["request_id"].startswith(f"req-{row['subject']}-") for row in audit)
 
 
 async def test_refresh_races_make_one_pair_and_reuse_after_the_window_revokes_the_family(

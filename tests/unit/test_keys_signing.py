@@ -9,6 +9,7 @@ import pytest
 
 from services.keys.crypto import JwsSigner, generate_private_key, public_jwk
 from services.keys.domain import (
+    MAX_CLAIM_SETS,
     MAX_CLAIMS_BYTES,
     MAX_EXP,
     WATERMARK_SLACK,
@@ -58,7 +59,7 @@ def test_a_claim_set_without_exp_never_expires() -> None:
         {},
         {"claims": []},
         {"claims": {"exp": 1}},
-        {"claims": [{"exp": 1}] * 11},
+        {"claims": [{"exp": 1}] * (MAX_CLAIM_SETS + 1)},
         {"claims": ["not an object"]},
         {"claims": [{"exp": "tomorrow"}]},
         {"claims": [{"exp": True}]},

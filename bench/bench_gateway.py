@@ -8,7 +8,8 @@ prefix, then drives it from this process with keep-alive aiohttp connections:
 
 - Databricks ``POST /api/2.0/token/create`` (one durable insert + outbox event each);
 - Tapis ``POST /v3/tokens`` with a refresh token (two RS256 signatures) and without (one);
-- authenticated Databricks ``GET /api/2.0/token/list``.
+- authenticated Databricks ``GET /api/2.0/token/list``, each user holding ``--list-size`` tokens
+  (measured first, before the create phases give every user hundreds).
 
 The raw primitive, PyJWT RS256 signing on one core, is measured in the same run. The load
 generator shares the machine's two cores with the five server processes.
@@ -120,6 +121,17 @@ async def run(args: argparse.Namespace) -> None:
                 assert resp.status == 200, await resp.text()
                 await resp.read()
 
+        async with aiohttp.ClientSession() as session:
+            for n in range(args.concurrency):
+                for _ in range(args.list_size - 1):
+                    await databricks_create(session, n)
+        rate = await load(
+            f"authenticated Databricks lists ({args.list_size} tokens)",
+            databricks_list,
+            args.seconds,
+            args.concurrency,
+        )
+        result("authenticated Databricks lists via gateway", rate, "/s", None)
         rate = await load("Databricks creates", databricks_create, args.seconds, args.concurrency)
         result("Databricks creates via gateway (c=32)", rate, "/s", "asyncpg_insert")
         rate = await load(
@@ -137,16 +149,13 @@ async def run(args: argparse.Namespace) -> None:
             args.concurrency,
         )
         result("Tapis create_token access only (1 RS256 sig)", rate, "/s", "pyjwt_rs256_sign")
-        rate = await load(
-            "authenticated Databricks lists", databricks_list, args.seconds, args.concurrency
-        )
-        result("authenticated Databricks lists via gateway", rate, "/s", None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--list-size", type=int, default=10, help="tokens per listing user")
     asyncio.run(run(parser.parse_args()))
 
 

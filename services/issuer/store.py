@@ -138,21 +138,26 @@ async def fetch_page(
     offset: int,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Newest first; ``after`` is the keyset cursor (the last row of the previous page)."""
+    """Newest first; ``after`` is the keyset cursor (the last row of the previous page).
+
+    The WHERE clause holds only the conditions asked for: a prepared statement with
+    ``($2 IS NULL OR subject = $2)`` gets a generic plan that cannot use the owner index, and
+    then a per-user list walks every token of the tenant."""
+    args: list[Any] = [tenant, kinds]
+    where = ["tenant = $1", "kind = ANY($2::text[])"]
+    if subject is not None:
+        args.append(subject)
+        where.append(f"subject = ${len(args)}")
+    if not include_inactive:
+        where.append(_ACTIVE)
+    if after is not None:
+        args += [after[0], after[1]]
+        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)}::uuid)")
+    args += [offset, limit]
     rows: list[asyncpg.Record] = await conn.fetch(
-        f"""SELECT {COLUMNS} FROM tokens
-            WHERE tenant = $1 AND ($2::text IS NULL OR subject = $2) AND kind = ANY($3::text[])
-              AND ($4 OR {_ACTIVE})
-              AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
-            ORDER BY created_at DESC, id DESC OFFSET $7 LIMIT $8""",
-        tenant,
-        subject,
-        kinds,
-        include_inactive,
-        after[0] if after else None,
-        after[1] if after else None,
-        offset,
-        limit,
+        f"""SELECT {COLUMNS} FROM tokens WHERE {" AND ".join(where)}
+            ORDER BY created_at DESC, id DESC OFFSET ${len(args) - 1} LIMIT ${len(args)}""",
+        *args,
     )
     return rows
 

@@ -39,18 +39,38 @@ def _insert_args(token: dict[str, Any]) -> list[Any]:
     return [token.get(column, defaults.get(column)) for column in _INSERT_COLUMNS]
 
 
-async def lock_and_count_owners(
-    conn: asyncpg.Connection, owners: list[tuple[str, str]], limit: int
-) -> dict[tuple[str, str], int]:
-    """Lock each owner until the transaction ends, then count their active opaque tokens (up
-    to ``limit``). Locks are taken in one global order, so two batches never deadlock; the
-    count is a statement of its own so that it sees what committed while we waited."""
+async def lock_owners(conn: asyncpg.Connection, owners: list[tuple[str, str]]) -> None:
+    """Serialise creates of these owners until the transaction ends. Locks are taken in one
+    global order, so two batches never deadlock."""
     await conn.execute(
         """SELECT pg_advisory_xact_lock(k) FROM (
                SELECT DISTINCT hashtextextended(o, 0) AS k
                FROM unnest($1::text[]) AS o ORDER BY k) AS locks""",
         [f"{tenant}/{subject}" for tenant, subject in owners],
     )
+
+
+async def add_usage(
+    conn: asyncpg.Connection, usage: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    """Add new tokens to each owner's usage bound (owner_usage); the bounds after adding."""
+    owners = sorted(usage)
+    rows = await conn.fetch(
+        """INSERT INTO owner_usage AS u (tenant, subject, issued)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
+           ON CONFLICT (tenant, subject) DO UPDATE SET issued = u.issued + excluded.issued
+           RETURNING tenant, subject, issued""",
+        [tenant for tenant, _ in owners],
+        [subject for _, subject in owners],
+        [usage[owner] for owner in owners],
+    )
+    return {(row["tenant"], row["subject"]): row["issued"] for row in rows}
+
+
+async def count_active(
+    conn: asyncpg.Connection, owners: list[tuple[str, str]], limit: int
+) -> dict[tuple[str, str], int]:
+    """Each owner's active opaque tokens, counted (up to ``limit``)."""
     rows = await conn.fetch(
         """SELECT o.tenant, o.subject, (
                 SELECT count(*) FROM (
@@ -66,6 +86,19 @@ async def lock_and_count_owners(
         limit,
     )
     return {(row["tenant"], row["subject"]): row["active"] for row in rows}
+
+
+async def set_usage(conn: asyncpg.Connection, usage: dict[tuple[str, str], int]) -> None:
+    """Reset owners' usage bounds to a counted value."""
+    owners = sorted(usage)
+    await conn.execute(
+        """UPDATE owner_usage AS u SET issued = n.issued
+           FROM unnest($1::text[], $2::text[], $3::int[]) AS n(tenant, subject, issued)
+           WHERE u.tenant = n.tenant AND u.subject = n.subject""",
+        [tenant for tenant, _ in owners],
+        [subject for _, subject in owners],
+        [usage[owner] for owner in owners],
+    )
 
 
 async def insert_tokens(conn: asyncpg.Connection, tokens: list[dict[str, Any]]) -> None:

@@ -90,12 +90,7 @@ class TokenWriter:
         results: list[list[Row] | Exception] = []
         accepted: list[tuple[Row, Row, Cause]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            limited = [w for w in writes if w.quota is not None]
-            active: dict[tuple[str, str], int] = {}
-            if limited:
-                owners = sorted({w.owner for w in limited})
-                limit = max(w.quota or 0 for w in limited)
-                active = await store.lock_and_count_owners(conn, owners, limit)
+            active, counted = await self._active_bounds(conn, writes)
             for write in writes:
                 if write.quota is not None:
                     if active[write.owner] + len(write.tokens) > write.quota:
@@ -111,6 +106,34 @@ class TokenWriter:
                 results.append(rows)
                 pairs = zip(write.tokens, rows, strict=True)
                 accepted.extend((token, row, write.cause) for token, row in pairs)
+            if counted:
+                await store.set_usage(conn, {owner: active[owner] for owner in counted})
             await store.insert_tokens(conn, [token for token, _, _ in accepted])
             await add_events(conn, [(token_issued(row), cause) for _, row, cause in accepted])
         return results
+
+    @staticmethod
+    async def _active_bounds(
+        conn: asyncpg.Connection, writes: list[Write]
+    ) -> tuple[dict[tuple[str, str], int], list[tuple[str, str]]]:
+        """Lock the owners with a quota; for each, a bound of their active tokens that is exact
+        where it matters (counted when the batch could pass the quota). Also: who was counted.
+
+        Usage bounds only grow, so when bound + asked <= quota every create fits without a
+        count; otherwise the owner's tokens are counted and the bound reset after the batch."""
+        limited = [w for w in writes if w.quota is not None]
+        if not limited:
+            return {}, []
+        asked: dict[tuple[str, str], int] = {}
+        quota: dict[tuple[str, str], int] = {}
+        for write in limited:
+            asked[write.owner] = asked.get(write.owner, 0) + len(write.tokens)
+            quota[write.owner] = min(quota.get(write.owner, write.quota or 0), write.quota or 0)
+        owners = sorted(asked)
+        await store.lock_owners(conn, owners)
+        bounds = await store.add_usage(conn, asked)
+        active = {owner: bounds[owner] - asked[owner] for owner in owners}
+        over = [owner for owner in owners if bounds[owner] > quota[owner]]
+        if over:
+            active.update(await store.count_active(conn, over, max(quota.values())))
+        return active, over

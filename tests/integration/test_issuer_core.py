@@ -80,6 +80,26 @@ async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
         assert len(listing["tokens"]) == 5
 
 
+async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str]) -> None:
+    """The quota check keeps an upper bound of each owner's active tokens; when it is reached
+    the tokens are counted, so expired (or revoked) ones make room again."""
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant(quota=3)
+        for _ in range(3):
+            assert (await create(s, tenant, "eve", ttl_seconds=1))[0] == 200
+        status, body = await create(s, tenant, "eve")
+        assert (status, body["error"]) == (409, "quota_exceeded")
+        await asyncio.sleep(1.2)
+        results = await asyncio.gather(*(create(s, tenant, "eve") for _ in range(5)))
+        assert sorted(status for status, _ in results) == [200, 200, 200, 409, 409]
+        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        usage = await conn.fetchval(
+            "SELECT issued FROM owner_usage WHERE tenant = $1 AND subject = 'eve'", tenant
+        )
+        await conn.close()
+        assert usage == 3
+
+
 async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
     tessera_env: dict[str, str],
 ) -> None:

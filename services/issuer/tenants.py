@@ -25,6 +25,7 @@ class KeysClient:
         self._base = base_url
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._fetching: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._signer: Batcher[SignCall, Signed] = Batcher(
             self._sign_batch, max_batch=SIGN_BATCH, weight=lambda call: len(call[1])
         )
@@ -34,6 +35,20 @@ class KeysClient:
         cached = self._cache.get(tenant)
         if cached and cached[0] > time.monotonic():
             return cached[1]
+        # One fetch per tenant at a time: when the entry expires under load, every request
+        # waiting for it shares the same call to the keys service.
+        fetching = self._fetching.get(tenant)
+        if fetching is None:
+            fetching = self._fetching[tenant] = asyncio.ensure_future(self._fetch_tenant(tenant))
+            fetching.add_done_callback(lambda done: self._fetched(tenant, done))
+        return dict(await asyncio.shield(fetching))
+
+    def _fetched(self, tenant: str, done: asyncio.Future[dict[str, Any]]) -> None:
+        del self._fetching[tenant]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a fetch nobody awaits any more logs nothing
+
+    async def _fetch_tenant(self, tenant: str) -> dict[str, Any]:
         status, body = await call_service(
             self._session, "GET", f"{self._base}/internal/tenants/{tenant}", service="keys"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import ClientSession
@@ -16,6 +17,8 @@ class Backends:
         self._issuer = settings.issuer_url
         self._keys = settings.keys_url
         self._revocation = settings.revocation_url
+        self._tenant_ttl = settings.tenant_cache_seconds
+        self._tenants: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def _call(
         self,
@@ -94,12 +97,20 @@ class Backends:
 
     # keys
     async def tenant(self, tenant: str) -> dict[str, Any] | None:
+        """The tenant's settings, or None when there is no such tenant. Found tenants are
+        remembered for ``TESSERA_TENANT_CACHE_SECONDS`` (tenants are never deleted)."""
+        cached = self._tenants.get(tenant)
+        if cached and cached[0] > time.monotonic():
+            return dict(cached[1])
         status, body = await call_service(
             self._session, "GET", f"{self._keys}/internal/tenants/{tenant}", service="keys"
         )
         if status == 404:
             return None
         raise_for_service_error(status, body, "keys")
+        if len(self._tenants) > 10_000:
+            self._tenants.clear()
+        self._tenants[tenant] = (time.monotonic() + self._tenant_ttl, body)
         return dict(body)
 
     async def rotate_now(self, tenant: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class Settings:
     jobmanager_default_ttl: int
     databricks_default_lifetime: int
     opaque_cache_seconds: float
+    tenant_cache_seconds: float
     # Requests per second (and burst) per principal and per tenant, in this replica; 0: off.
     principal_rate: float
     principal_burst: float
@@ -50,6 +51,7 @@ class Settings:
                 env, "TESSERA_DATABRICKS_LIFETIME", 2 * 365 * 86400, minimum=1
             ),
             opaque_cache_seconds=get_float(env, "TESSERA_AUTH_CACHE_SECONDS", 5.0),
+            tenant_cache_seconds=get_float(env, "TESSERA_TENANT_CACHE_SECONDS", 10.0),
             principal_rate=get_float(env, "TESSERA_RATE_LIMIT_PRINCIPAL", 200.0),
             principal_burst=get_float(env, "TESSERA_RATE_LIMIT_PRINCIPAL_BURST", 400.0),
             tenant_rate=get_float(env, "TESSERA_RATE_LIMIT_TENANT", 2000.0),

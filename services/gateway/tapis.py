@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.context import AUTH, BACKENDS
+from services.gateway.context import AUTH, BACKENDS, SUBSCRIBER
 from services.gateway.errors import VERSION, DialectError, tapis_envelope
 from services.gateway.principal import Principal
 from services.gateway.requests import basic, json_object
@@ -187,6 +187,8 @@ async def update_keys(request: web.Request) -> web.Response:
     if not principal.can_rotate_keys or not (own or principal.account_type == "service"):
         raise DialectError(400, "not authorised to update the keys of this tenant")
     rotated = await request.app[BACKENDS].rotate_now(str(tenant))
+    # The new key signs at once: this replica learns it now, the others from key.rotated.
+    request.app[SUBSCRIBER].keys_changed(str(tenant))
     return ok(request, {"public_key": rotated["public_key_pem"]}, "Keys updated.")
 
 

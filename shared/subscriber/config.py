@@ -63,3 +63,8 @@ class SubscriberConfig:
     start_timeout: float = 30.0
     # Tolerance on exp, in seconds.
     leeway: float = 0.0
+    # Verified JWTs are remembered this long (never past their exp), so a client sending the
+    # same token again costs a dict lookup instead of a signature check; revocation of the
+    # token or of its key is still checked on every use. 0 turns the cache off.
+    verified_cache_seconds: float = 10.0
+    verified_cache_size: int = 10_000

@@ -68,6 +68,16 @@ class JwksCache:
             if name == tenant:
                 entry.expires_at = entry.fetched_at = float("-inf")
 
+    def invalidate(self, tenant: str) -> None:
+        """Refetch the tenant's JWKS on next use, whatever its max-age and the refetch limit
+        say: a key was just added (an immediate rotation signs with it at once)."""
+        entry = self._tenants.get(tenant)
+        if entry is not None:
+            entry.expires_at = entry.fetched_at = float("-inf")
+
+    def kid_revoked(self, kid: str) -> bool:
+        return kid in self._revoked_kids
+
     def issuer(self, tenant: str) -> str | None:
         entry = self._tenants.get(tenant)
         return entry.issuer if entry is not None else None

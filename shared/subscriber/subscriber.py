@@ -35,6 +35,7 @@ log = structlog.get_logger("tessera.subscriber")
 
 TOKEN_REVOKED = "token.revoked.v1"
 KEY_REVOKED = "key.revoked.v1"
+KEY_ROTATED = "key.rotated.v1"
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -59,6 +60,8 @@ class Subscriber:
             refetch_interval=config.jwks_refetch_interval,
         )
         self._listeners: list[Listener] = []
+        # token -> (valid until, kid, claims): see SubscriberConfig.verified_cache_seconds.
+        self._verified: dict[str, tuple[float, str, dict[str, Any]]] = {}
         self.seq = 0  # every revocation with a seq at or below this one has been applied
         self._ahead: set[int] = set()  # seqs applied beyond self.seq (a gap before them)
         self._bootstrapped = False
@@ -70,7 +73,7 @@ class Subscriber:
             config.amqp_url,
             config.amqp_names,
             config.name,
-            (TOKEN_REVOKED, KEY_REVOKED),
+            (TOKEN_REVOKED, KEY_REVOKED, KEY_ROTATED),
             self._on_message,
             self._on_broker_lost,
             self._on_broker_back,
@@ -121,6 +124,10 @@ class Subscriber:
         """True when a token known by this token id, jti or display id is revoked."""
         return token_id in self._revoked
 
+    def keys_changed(self, tenant: str) -> None:
+        """Refetch the tenant's JWKS on next use (``key.rotated`` events do this too)."""
+        self._jwks.invalidate(tenant)
+
     def add_listener(self, callback: Listener) -> None:
         """Call ``callback(revocation)`` for each newly applied revocation."""
         self._listeners.append(callback)
@@ -144,6 +151,15 @@ class Subscriber:
 
     async def verify_jwt(self, token: str) -> dict[str, Any]:
         """The claims of a valid, unrevoked Tessera JWT, or :class:`InvalidToken`."""
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None:
+            until, kid, claims = hit
+            if now < until and not self._jwks.kid_revoked(kid):
+                if claims["jti"] in self._revoked:
+                    raise InvalidToken("revoked")
+                return dict(claims)
+            del self._verified[token]  # expired, or its key revoked: verify from scratch
         if classify(token) != "jwt":
             raise InvalidToken("not_a_jwt")
         tenant, kid = unverified_parts(token)
@@ -153,7 +169,18 @@ class Subscriber:
         claims = verify_signature(token, key, tenant, self.config.leeway, self._jwks.issuer(tenant))
         if claims["jti"] in self._revoked:
             raise InvalidToken("revoked")
+        self._remember(token, kid, claims, now)
         return claims
+
+    def _remember(self, token: str, kid: str, claims: dict[str, Any], now: float) -> None:
+        ttl = self.config.verified_cache_seconds
+        if ttl <= 0:
+            return
+        if len(self._verified) >= self.config.verified_cache_size:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        # PyJWT accepts a token while now < exp + leeway; never remember it longer.
+        until = min(now + ttl, float(claims["exp"]) + self.config.leeway)
+        self._verified[token] = (until, kid, dict(claims))
 
     # --- applying revocations ----------------------------------------------------------
 
@@ -316,6 +343,10 @@ class Subscriber:
             if isinstance(kid, str):
                 self._jwks.drop_kid(kid, envelope.tenant)
                 log.info("signing key revoked", tenant=envelope.tenant, kid=kid)
+            return
+        if envelope.routing_key == KEY_ROTATED:
+            # Learn the new key now, not when a token it signed meets the refetch limit.
+            self._jwks.invalidate(envelope.tenant)
             return
         if envelope.routing_key != TOKEN_REVOKED:
             return

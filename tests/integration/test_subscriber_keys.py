@@ -136,6 +136,39 @@ async def test_token_signed_by_keys_verifies_until_revoked(
     assert await _reason(subscriber, token) == "revoked"
 
 
+async def test_a_remembered_token_is_still_refused_once_it_expires(
+    stack: Stack, subscriber: Subscriber
+) -> None:
+    """Verified tokens are cached; the cache never outlives the token's exp."""
+    tenant = await _tenant(stack)
+    token, _, _ = await stack.sign(tenant, exp=int(time.time()) + 2)
+    assert (await subscriber.verify_jwt(token))["tapis/tenant_id"] == tenant
+    assert (await subscriber.verify_jwt(token))["tapis/tenant_id"] == tenant  # from the cache
+    deadline = time.monotonic() + 5
+    while await _reason(subscriber, token) != "expired":
+        assert time.monotonic() < deadline, "an expired token still verifies"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_immediate_rotation_is_learnt_from_key_rotated_not_the_refetch_limit(
+    stack: Stack, subscriber: Subscriber
+) -> None:
+    """The new key signs at once; a subscriber that fetched the JWKS a moment ago would refuse
+    its tokens for jwks_refetch_interval (5 s) if key.rotated did not make it refetch."""
+    tenant = await _tenant(stack)
+    old, _, old_kid = await stack.sign(tenant)
+    await subscriber.verify_jwt(old)  # the JWKS is fetched now
+    await stack.call("POST", f"/internal/tenants/{tenant}/keys/rotate", {"immediate": True})
+    new, _, new_kid = await stack.sign(tenant)
+    assert new_kid != old_kid
+    deadline = time.monotonic() + 2
+    while (reason := await _reason(subscriber, new)) is not None:
+        assert reason == "unknown_kid"
+        assert time.monotonic() < deadline, "the rotated-in key was not learnt from the event"
+        await asyncio.sleep(0.05)
+    assert await _reason(subscriber, old) is None  # the old key stays published
+
+
 async def test_token_of_one_tenant_does_not_verify_as_another(
     stack: Stack, subscriber: Subscriber
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import ClientSession
 
 from services.gateway.settings import Settings
+from shared.batching import Batcher
 from shared.http import call_service, raise_for_service_error
 
 
@@ -19,6 +20,9 @@ class Backends:
         self._revocation = settings.revocation_url
         self._tenant_ttl = settings.tenant_cache_seconds
         self._tenants: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._owner_lists: Batcher[dict[str, Any], list[dict[str, Any]]] = Batcher(
+            self._owner_lists_batch, max_batch=32, max_in_flight=1
+        )
 
     async def _call(
         self,
@@ -61,6 +65,22 @@ class Backends:
             "issuer", "POST", f"{self._issuer}/internal/jwt/refresh", {"refresh_token": token}
         )
         return result
+
+    async def owner_tokens(
+        self, tenant: str, subject: str, kinds: list[str], limit: int
+    ) -> list[dict[str, Any]]:
+        """One owner's active tokens of these kinds, newest first. Concurrent calls are
+        coalesced into one issuer request (POST /internal/tokens/lists)."""
+        query = {"tenant": tenant, "subject": subject, "kinds": kinds, "limit": limit}
+        return await self._owner_lists.submit(query)
+
+    async def _owner_lists_batch(
+        self, queries: list[dict[str, Any]]
+    ) -> list[list[dict[str, Any]] | Exception]:
+        result = await self._call(
+            "issuer", "POST", f"{self._issuer}/internal/tokens/lists", {"lists": queries}
+        )
+        return [list(found["tokens"]) for found in result["results"]]
 
     async def list_tokens(self, **params: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(

@@ -87,11 +87,11 @@ async def create(request: web.Request) -> web.Response:
 @routes.get("/api/2.0/token/list")
 async def list_tokens(request: web.Request) -> web.Response:
     principal = await caller(request)
-    page = await request.app[BACKENDS].list_tokens(
-        tenant=principal.tenant, subject=principal.subject, kind="databricks", limit="1000"
+    tokens = await request.app[BACKENDS].owner_tokens(
+        principal.tenant, principal.subject, ["databricks"], 1000
     )
     auth = request.app[AUTH]
-    infos = [token_info(r) for r in page["tokens"] if not auth.record_revoked(r)]
+    infos = [token_info(r) for r in tokens if not auth.record_revoked(r)]
     return json_response({"token_infos": infos})
 
 

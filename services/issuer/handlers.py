@@ -121,6 +121,39 @@ async def list_tokens(request: web.Request) -> web.Response:
     return json_response({"tokens": [record_json(r) for r in page], "next_cursor": next_cursor})
 
 
+MAX_LISTS = 100
+
+
+@routes.post("/internal/tokens/lists")
+async def owner_lists(request: web.Request) -> web.Response:
+    """Several owners' active tokens at once: the gateway coalesces concurrent list calls."""
+    body = await read_json_object(request)
+    lists = body.get("lists")
+    if not isinstance(lists, list) or not 1 <= len(lists) <= MAX_LISTS:
+        raise BadRequest(f"lists must hold 1 to {MAX_LISTS} queries")
+    queries = []
+    for query in lists:
+        if not isinstance(query, dict):
+            raise BadRequest("each query must be an object")
+        tenant, subject, kinds, limit = (
+            query.get("tenant"),
+            query.get("subject"),
+            query.get("kinds"),
+            query.get("limit", 20),
+        )
+        if not isinstance(tenant, str) or not tenant or not isinstance(subject, str):
+            raise BadRequest("each query needs a tenant and a subject")
+        if not isinstance(kinds, list) or not kinds or not set(kinds) <= set(KINDS):
+            raise BadRequest(f"kinds must be a list among {', '.join(KINDS)}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise BadRequest("limit must be an integer from 1 to 1000")
+        queries.append((tenant, subject, kinds, limit))
+    async with request.app[POOL].acquire() as conn:
+        found = await store.fetch_owner_lists(conn, queries)
+    results = [{"tokens": [record_json(row) for row in rows]} for rows in found]
+    return json_response({"results": results})
+
+
 @routes.get("/internal/tokens/lookup")
 async def lookup(request: web.Request) -> web.Response:
     tenant = _tenant(request)

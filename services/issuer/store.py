@@ -195,6 +195,31 @@ async def fetch_page(
     return rows
 
 
+async def fetch_owner_lists(
+    conn: asyncpg.Connection, lists: list[tuple[str, str, list[str], int]]
+) -> list[list[asyncpg.Record]]:
+    """Several owners' active tokens of some kinds, newest first, in one query: for each
+    (tenant, subject, kinds, limit), in the order asked."""
+    rows = await conn.fetch(
+        f"""SELECT q.n, t.* FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+                WITH ORDINALITY AS q(tenant, subject, kinds, lim, n)
+            CROSS JOIN LATERAL (
+                SELECT {COLUMNS} FROM tokens
+                WHERE tokens.tenant = q.tenant AND tokens.subject = q.subject
+                  AND kind = ANY(string_to_array(q.kinds, ',')) AND {_ACTIVE}
+                ORDER BY created_at DESC, id DESC LIMIT q.lim) AS t
+            ORDER BY q.n, t.created_at DESC, t.id DESC""",
+        [tenant for tenant, _, _, _ in lists],
+        [subject for _, subject, _, _ in lists],
+        [",".join(kinds) for _, _, kinds, _ in lists],
+        [limit for _, _, _, limit in lists],
+    )
+    result: list[list[asyncpg.Record]] = [[] for _ in lists]
+    for row in rows:
+        result[row["n"] - 1].append(row)
+    return result
+
+
 async def mark_used(
     conn: asyncpg.Connection, token_id: uuid.UUID, now: datetime, pair: dict[str, Any]
 ) -> None:

@@ -55,7 +55,7 @@ def stored_row(token: Row) -> Row:
 
 
 class TokenWriter:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, max_in_flight: int = 2):
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, max_in_flight: int = 1):
         self._pool = pool
         self._batcher: Batcher[Write, list[Row]] = Batcher(
             self._write_batch,

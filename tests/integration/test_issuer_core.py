@@ -355,3 +355,47 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
         )
         await conn.close()
         assert after == before
+
+
+async def test_owner_lists_answer_each_query_with_its_own_owners_active_tokens(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant, other = await s.tenant(), await s.tenant()
+        made: dict[tuple[str, str], list[str]] = {}
+        for t, subject, count in ((tenant, "ann", 3), (tenant, "bob", 1), (other, "ann", 2)):
+            for i in range(count):
+                _, body = await create(s, t, subject, kind="databricks", name=f"{subject}{i}")
+                made.setdefault((t, subject), []).insert(0, body["token"]["id"])
+        await create(s, tenant, "ann", kind="opaque")  # another kind: not listed
+        expired = await create(s, tenant, "bob", kind="databricks", ttl_seconds=1)
+        await asyncio.sleep(1.1)  # ... nor an expired token
+        queries = [
+            {"tenant": tenant, "subject": "ann", "kinds": ["databricks"], "limit": 10},
+            {"tenant": other, "subject": "ann", "kinds": ["databricks"], "limit": 10},
+            {"tenant": tenant, "subject": "nobody", "kinds": ["databricks"]},
+            {"tenant": tenant, "subject": "bob", "kinds": ["databricks"], "limit": 10},
+            {"tenant": tenant, "subject": "ann", "kinds": ["databricks"], "limit": 2},
+        ]
+        status, body = await s.call(
+            "POST", "issuer", "/internal/tokens/lists", json={"lists": queries}
+        )
+        assert status == 200, body
+        ids = [[t["id"] for t in result["tokens"]] for result in body["results"]]
+        assert ids == [
+            made[(tenant, "ann")],
+            made[(other, "ann")],
+            [],
+            made[(tenant, "bob")],
+            made[(tenant, "ann")][:2],
+        ]
+        assert expired[1]["token"]["id"] not in ids[3]
+        for bad in (
+            {"lists": []},
+            {"lists": [{"tenant": tenant, "subject": "ann", "kinds": ["nope"]}]},
+            {"lists": [{"tenant": tenant, "kinds": ["databricks"]}]},
+            {"lists": [{"tenant": tenant, "subject": "a", "kinds": ["databricks"], "limit": 0}]},
+            {"lists": [{"tenant": tenant, "subject": "a", "kinds": ["databricks"]}] * 101},
+        ):
+            status, error = await s.call("POST", "issuer", "/internal/tokens/lists", json=bad)
+            assert (status, error["error"]) == (400, "bad_request"), bad

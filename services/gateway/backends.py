@@ -11,6 +11,9 @@ from services.gateway.settings import Settings
 from shared.batching import Batcher
 from shared.http import call_service, raise_for_service_error
 
+# What the dialects' owner lists read of a TokenRecord.
+LIST_FIELDS = ["id", "display_id", "name", "created_at", "expires_at"]
+
 
 class Backends:
     def __init__(self, session: ClientSession, settings: Settings) -> None:
@@ -69,8 +72,9 @@ class Backends:
     async def owner_tokens(
         self, tenant: str, subject: str, kinds: list[str], limit: int
     ) -> list[dict[str, Any]]:
-        """One owner's active tokens of these kinds, newest first. Concurrent calls are
-        coalesced into one issuer request (POST /internal/tokens/lists)."""
+        """One owner's active tokens of these kinds, newest first, with the fields of
+        LIST_FIELDS only. Concurrent calls are coalesced into one issuer request
+        (POST /internal/tokens/lists)."""
         query = {"tenant": tenant, "subject": subject, "kinds": kinds, "limit": limit}
         return await self._owner_lists.submit(query)
 
@@ -78,7 +82,10 @@ class Backends:
         self, queries: list[dict[str, Any]]
     ) -> list[list[dict[str, Any]] | Exception]:
         result = await self._call(
-            "issuer", "POST", f"{self._issuer}/internal/tokens/lists", {"lists": queries}
+            "issuer",
+            "POST",
+            f"{self._issuer}/internal/tokens/lists",
+            {"lists": queries, "fields": LIST_FIELDS},
         )
         return [list(found["tokens"]) for found in result["results"]]
 

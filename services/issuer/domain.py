@@ -245,6 +245,33 @@ def record_json(row: Any) -> dict[str, Any]:
     }
 
 
+_TIMES = frozenset(("created_at", "expires_at", "last_used_at", "revoked_at"))
+_UUIDS = frozenset(("id", "family_id"))
+RECORD_FIELDS = (
+    frozenset(
+        ("display_id", "tenant", "subject", "kind", "name", "permissions", "created_by", "kid")
+    )
+    | _TIMES
+    | _UUIDS
+)
+
+
+def record_fields(row: Any, fields: list[str]) -> dict[str, Any]:
+    """Only the named fields of a TokenRecord (each as :func:`record_json` writes it), for
+    callers that list many and read few."""
+    out: dict[str, Any] = {}
+    for name in fields:
+        value = row[name]
+        if name in _TIMES:
+            value = _iso(value)
+        elif name in _UUIDS:
+            value = str(value) if value else None
+        elif name == "permissions":
+            value = list(value)
+        out[name] = value
+    return out
+
+
 def principal_json(row: Any) -> dict[str, Any]:
     return {
         "tenant": row["tenant"],

@@ -10,11 +10,13 @@ from aiohttp import ClientSession, web
 from services.issuer import issuing, store
 from services.issuer.domain import (
     KINDS,
+    RECORD_FIELDS,
     CreateJwt,
     CreateOpaque,
     decode_cursor,
     encode_cursor,
     is_active,
+    record_fields,
     record_json,
 )
 from services.issuer.errors import UnknownToken
@@ -148,9 +150,17 @@ async def owner_lists(request: web.Request) -> web.Response:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise BadRequest("limit must be an integer from 1 to 1000")
         queries.append((tenant, subject, kinds, limit))
+    fields = body.get("fields")
+    if fields is not None and (
+        not isinstance(fields, list) or not fields or not set(fields) <= RECORD_FIELDS
+    ):
+        raise BadRequest(f"fields must be a list among {', '.join(sorted(RECORD_FIELDS))}")
     async with request.app[POOL].acquire() as conn:
         found = await store.fetch_owner_lists(conn, queries)
-    results = [{"tokens": [record_json(row) for row in rows]} for rows in found]
+    results = [
+        {"tokens": [record_fields(r, fields) if fields else record_json(r) for r in rows]}
+        for rows in found
+    ]
     return json_response({"results": results})
 
 

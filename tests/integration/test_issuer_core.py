@@ -390,12 +390,25 @@ async def test_owner_lists_answer_each_query_with_its_own_owners_active_tokens(
             made[(tenant, "ann")][:2],
         ]
         assert expired[1]["token"]["id"] not in ids[3]
+        status, slim = await s.call(
+            "POST",
+            "issuer",
+            "/internal/tokens/lists",
+            json={"lists": queries[:1], "fields": ["id", "name", "expires_at"]},
+        )
+        assert status == 200, slim
+        full = body["results"][0]["tokens"]
+        assert slim["results"][0]["tokens"] == [
+            {"id": t["id"], "name": t["name"], "expires_at": t["expires_at"]} for t in full
+        ]
         for bad in (
             {"lists": []},
             {"lists": [{"tenant": tenant, "subject": "ann", "kinds": ["nope"]}]},
             {"lists": [{"tenant": tenant, "kinds": ["databricks"]}]},
             {"lists": [{"tenant": tenant, "subject": "a", "kinds": ["databricks"], "limit": 0}]},
             {"lists": [{"tenant": tenant, "subject": "a", "kinds": ["databricks"]}] * 101},
+            {"lists": queries[:1], "fields": ["secret_hash"]},
+            {"lists": queries[:1], "fields": []},
         ):
             status, error = await s.call("POST", "issuer", "/internal/tokens/lists", json=bad)
             assert (status, error["error"]) == (400, "bad_request"), bad

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from services.cli import migrate_all
 from tests.conftest import free_port_block
+from tests.integration.revocation_support import wait_consuming
 
 
 @dataclass
@@ -68,6 +69,10 @@ async def running_services(tessera_env: dict[str, str], **extra: str) -> AsyncIt
             )
             await server.start_server()
             stack.push_async_callback(server.close)
+        # Consumers declare their queues in the background once serving: an event sent
+        # before its queue is bound would be lost to the test.
+        for consumer in ("issuer.on_token_revoked", "revocation.on_key_revoked"):
+            await wait_consuming(env, consumer)
         session = await stack.enter_async_context(aiohttp.ClientSession())
         urls = {s: env[f"TESSERA_{s.upper()}_URL"] for s in ("keys", "issuer", "revocation")}
         yield Services(env, urls, session)

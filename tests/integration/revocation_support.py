@@ -10,14 +10,13 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiohttp
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.cli import migrate_all
@@ -66,18 +65,26 @@ class RevocationService:
 
     async def wait_consuming(self, consumer: str, timeout: float = 10.0) -> None:
         """Wait until the service's durable queue ``consumer`` exists, so events reach it."""
-        connection = await aio_pika.connect(self.env["TESSERA_AMQP_URL"])
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    channel = await connection.channel()
-                    try:
-                        await channel.declare_queue(self.names.queue(consumer), passive=True)
-                        return
-                    except aio_pika.exceptions.ChannelClosed:
-                        await asyncio.sleep(0.05)
-        finally:
-            await connection.close()
+        await wait_consuming(self.env, consumer, timeout)
+
+
+async def wait_consuming(env: dict[str, str], consumer: str, timeout: float = 10.0) -> None:
+    """Wait until the durable queue of ``consumer`` exists on the broker and exchange of
+    ``env``: services declare their queues in the background once serving, and an event
+    published before its queue is bound is lost."""
+    names = AmqpNames.from_env(env)
+    connection = await aio_pika.connect(env["TESSERA_AMQP_URL"])
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                channel = await connection.channel()
+                try:
+                    await channel.declare_queue(names.queue(consumer), passive=True)
+                    return
+                except aio_pika.exceptions.ChannelClosed:
+                    await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
 
 
 async def start_revocation(env: dict[str, str], port: int | None = None) -> RevocationService:
@@ -121,78 +128,3 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
-
-
-@dataclass
-class Issuer:
-    """Token records by tenant, answering ``/internal/tokens/lookup`` and ``/active``.
-
-    A stand-in for the issuer service speaking exactly its two lookup routes of
-    docs/internal-api.md, so each selector's resolution can be checked against known records.
-    """
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    values: dict[str, str] = field(default_factory=dict)  # token value -> id
-    calls: list[dict[str, str]] = field(default_factory=list)
-
-    def add(self, tenant: str, subject: str, kind: str = "opaque", **extra: Any) -> dict[str, Any]:
-        record = {
-            "id": str(uuid.uuid4()),
-            "display_id": secrets.token_hex(32) if kind == "databricks" else None,
-            "tenant": tenant,
-            "subject": subject,
-            "kind": kind,
-            "name": None,
-            "permissions": [],
-            "created_at": datetime.now(UTC).isoformat(),
-            "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-            "last_used_at": None,
-            "revoked_at": None,
-            "created_by": None,
-            "family_id": None,
-            "kid": None,
-            **extra,
-        }
-        self.records.append(record)
-        return record
-
-    def app(self) -> web.Application:
-        async def lookup(request: web.Request) -> web.Response:
-            query = dict(request.query)
-            self.calls.append(query)
-            tenant = query.get("tenant")
-            wanted = query.get("id") or self.values.get(query.get("value", ""))
-            for record in self.records:
-                if record["tenant"] != tenant:
-                    continue
-                if record["id"] == wanted or (
-                    query.get("display_id") and record["display_id"] == query["display_id"]
-                ):
-                    return web.json_response(record)
-            return web.json_response(
-                {"error": "unknown_token", "message": "no such token"}, status=404
-            )
-
-        async def active(request: web.Request) -> web.Response:
-            query = dict(request.query)
-            self.calls.append(query)
-            (selector,) = [k for k in ("subject", "family_id", "kid") if k in query]
-            found = [
-                r
-                for r in self.records
-                if r["tenant"] == query["tenant"] and r[selector] == query[selector]
-            ]
-            return web.json_response({"tokens": found})
-
-        app = web.Application()
-        app.router.add_get("/internal/tokens/lookup", lookup)
-        app.router.add_get("/internal/tokens/active", active)
-        return app
-
-
-async def start_issuer() -> tuple[Issuer, TestServer]:
-    """A stand-in issuer (its two lookup routes) on a local port."""
-    fake = Issuer()
-    server = TestServer(fake.app())
-    await server.start_server()
-    return fake, server

@@ -1,7 +1,7 @@
 """The subscriber against the real keys service: its JWKS, its signatures, its key.revoked.
 
-Keys, revocation, PostgreSQL and RabbitMQ are real; the issuer is the stand-in of
-revocation_support (the key.revoked consumer asks it which tokens a key signed).
+Keys, issuer, revocation, PostgreSQL and RabbitMQ are all real (issuer_stack): when a key is
+revoked, the revocation service asks the issuer which tokens it signed.
 """
 
 from __future__ import annotations
@@ -15,42 +15,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
-from aiohttp.test_utils import TestServer
 
-from services.cli import migrate_all
-from services.keys.app import create_app as create_keys_app
-from services.keys.settings import Settings as KeysSettings
+from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig
-from tests.integration.revocation_support import (
-    Issuer,
-    RevocationService,
-    jwt_body,
-    private_env,
-    revoke,
-    start_issuer,
-    start_revocation,
-    wait_for,
-)
+from tests.integration.issuer_stack import Services, running_services
+from tests.integration.revocation_support import jwt_body, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @dataclass
 class Stack:
-    keys: TestServer
-    revocation: RevocationService
-    issuer: Issuer
-    session: aiohttp.ClientSession
+    services: Services
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.services.session
 
     @property
     def keys_url(self) -> str:
-        return str(self.keys.make_url("")).rstrip("/")
+        return self.services.urls["keys"]
+
+    @property
+    def revocations_url(self) -> str:
+        return f"{self.services.urls['revocation']}/internal/revocations"
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.session.request(method, f"{self.keys_url}{path}", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
+        """A call to the keys service, which must succeed."""
+        status, reply = await self.services.call(method, "keys", path, json=body)
+        assert status == 200, reply
+        return reply
 
     async def sign(self, tenant: str, **claims: Any) -> tuple[str, str, str]:
         """(token, jti, kid) of a Tapis-shaped access token signed by the tenant's key."""
@@ -68,36 +64,33 @@ class Stack:
         reply = await self.call("POST", f"/internal/tenants/{tenant}/sign", {"claims": [body]})
         return reply["tokens"][0], jti, reply["kid"]
 
+    async def issue(self, tenant: str, username: str = "alice") -> tuple[str, str, str]:
+        """(token, jti, kid) of an access token made by the issuer, which records it."""
+        status, reply = await self.services.call(
+            "POST",
+            "issuer",
+            "/internal/jwt",
+            json={"tenant": tenant, "username": username, "account_type": "user"},
+        )
+        assert status == 200, reply
+        token = reply["access_token"]["access_token"]
+        return token, reply["access_token"]["jti"], jwt.get_unverified_header(token)["kid"]
+
 
 @pytest.fixture(scope="module")
 async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Stack]:
-    issuer, issuer_server = await start_issuer()
-    env = private_env(
-        tessera_env,
-        TESSERA_ISSUER_URL=str(issuer_server.make_url("")).rstrip("/"),
-        TESSERA_KEY_ACTIVATION_DELAY="0",
-    )
-    env["TESSERA_KEYS_DATABASE_URL"] = env["TESSERA_REVOCATION_DATABASE_URL"] + "_keys"
-    await migrate_all(env, ["keys"])
-    keys = TestServer(create_keys_app(KeysSettings.from_env(env)))
-    await keys.start_server()
-    revocation = await start_revocation(env)
-    await revocation.wait_consuming("revocation.on_key_revoked")
-    async with aiohttp.ClientSession() as session:
-        yield Stack(keys, revocation, issuer, session)
-    await revocation.close()
-    await keys.close()
-    await issuer_server.close()
+    async with running_services(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
+        yield Stack(services)
 
 
 @pytest.fixture
 async def subscriber(stack: Stack) -> AsyncIterator[Subscriber]:
     sub = Subscriber(
         SubscriberConfig(
-            revocations_url=stack.revocation.revocations_url,
+            revocations_url=stack.revocations_url,
             jwks_url_template=f"{stack.keys_url}/internal/tenants/{{tenant}}/jwks",
-            amqp_url=stack.revocation.env["TESSERA_AMQP_URL"],
-            amqp_names=stack.revocation.names,
+            amqp_url=stack.services.env["TESSERA_AMQP_URL"],
+            amqp_names=AmqpNames.from_env(stack.services.env),
             name="keys-test",
         ),
         stack.session,
@@ -129,8 +122,10 @@ async def test_token_signed_by_keys_verifies_until_revoked(
     claims = await subscriber.verify_jwt(token)
     assert claims["jti"] == jti and claims["tapis/tenant_id"] == tenant
 
-    status, _ = await revoke(stack.session, stack.revocation, jwt_body(tenant, jti=jti))
-    assert status == 200
+    status, reply = await stack.services.call(
+        "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=jti)
+    )
+    assert status == 200 and [r["jti"] for r in reply["revocations"]] == [jti], reply
     # Through the outbox and the broker, not applied by hand.
     await wait_for(lambda: subscriber.is_revoked(jti), timeout=5)
     assert await _reason(subscriber, token) == "revoked"
@@ -182,10 +177,11 @@ async def test_revoked_key_refuses_everything_it_signed_at_once(
     stack: Stack, subscriber: Subscriber
 ) -> None:
     tenant = await _tenant(stack)
-    token, jti, kid = await stack.sign(tenant)
+    # Made by the issuer, which records the key that signed it: when the key is revoked, the
+    # revocation service learns the token from the issuer and revokes it.
+    token, jti, kid = await stack.issue(tenant)
     await subscriber.verify_jwt(token)
-    # The issuer knows this token was signed by the key, so the revocation service revokes it.
-    stack.issuer.add(tenant, "alice", kind="jwt_access", kid=kid, id=jti)
+    assert not subscriber.is_revoked(jti)
 
     await stack.call("POST", f"/internal/tenants/{tenant}/keys/{kid}/revoke")
 
@@ -195,6 +191,7 @@ async def test_revoked_key_refuses_everything_it_signed_at_once(
         await asyncio.sleep(0.05)
     await wait_for(lambda: subscriber.is_revoked(jti), timeout=10)
     # Another key took over: new tokens verify.
-    fresh, _, new_kid = await stack.sign(tenant)
+    fresh, fresh_jti, new_kid = await stack.issue(tenant)
     assert new_kid != kid
-    await subscriber.verify_jwt(fresh)
+    assert (await subscriber.verify_jwt(fresh))["jti"] == fresh_jti
+    assert not subscriber.is_revoked(fresh_jti)

@@ -78,7 +78,7 @@ class Batcher(Generic[T, R]):
                 future.cancel()
             raise
         else:
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future), result in zip(batch, results, strict=False):
                 if future.done():
                     continue
                 if isinstance(result, Exception):
@@ -86,5 +86,9 @@ class Batcher(Generic[T, R]):
                 else:
                     future.set_result(result)
         finally:
+            # Never leave a caller waiting, whatever went wrong above.
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("the batch ended without an answer"))
             self._in_flight -= 1
             self._dispatch()

@@ -79,3 +79,15 @@ async def test_a_cancelled_caller_is_never_run() -> None:
     gone.cancel()
     assert await first == 0 and await stays == 40
     assert recorder.batches == [[0], [4]]
+
+
+async def test_a_batch_answering_too_few_results_fails_the_rest_instead_of_hanging() -> None:
+    async def short(items: list[int]) -> list[int | Exception]:
+        return items[:1]
+
+    batcher = Batcher(short, max_batch=8, max_in_flight=1)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True), 5
+    )
+    assert results[:2] == [0, 1]  # 0 alone, then 1, 2 and 3 in one batch
+    assert all(isinstance(r, RuntimeError) for r in results[2:])

@@ -9,6 +9,7 @@ other's data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -77,7 +78,6 @@ def run_id() -> str:
 
 def _drop_databases(env: dict[str, str]) -> None:
     """Drop every database this run created (the services' and any a test made)."""
-    import asyncio
     from urllib.parse import urlsplit, urlunsplit
 
     import asyncpg
@@ -101,18 +101,37 @@ def _drop_databases(env: dict[str, str]) -> None:
     asyncio.run(drop())
 
 
-def _delete_queues(prefix: str) -> None:
-    """Best effort: remove this run's queues and exchanges from the broker."""
+def _delete_queues(env: dict[str, str], run_id: str) -> None:
+    """Best effort: remove this run's queues and exchanges (the per-stack ones too) from the
+    broker, so runs on one machine do not pile them up."""
     ctl = shutil.which("rabbitmqctl")
     if not ctl:
         return
-    with contextlib.suppress(Exception):
+
+    def names(kind: str) -> list[str]:
         out = subprocess.run(
-            [ctl, "-q", "list_queues", "name"], capture_output=True, text=True, timeout=30
+            [ctl, "-q", kind, "name"], capture_output=True, text=True, timeout=60
         ).stdout
-        for name in out.split():
-            if name.startswith(prefix):
-                subprocess.run([ctl, "-q", "delete_queue", name], capture_output=True, timeout=30)
+        return out.split()
+
+    async def delete(queues: list[str], exchanges: list[str]) -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(env["TESSERA_AMQP_URL"])
+        try:
+            channel = await connection.channel()
+            for queue in queues:
+                await channel.queue_delete(queue)
+            for exchange in exchanges:
+                await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    with contextlib.suppress(Exception):
+        queues = [n for n in names("list_queues") if n.startswith(f"{run_id}.")]
+        ours = (f"tessera.events.{run_id}", f"tessera.dlx.{run_id}")
+        exchanges = [n for n in names("list_exchanges") if n.startswith(ours)]
+        asyncio.run(delete(queues, exchanges))
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +155,7 @@ def tessera_env(infra: Infra, run_id: str) -> Iterator[dict[str, str]]:
     )
     yield env
     _drop_databases(env)
-    _delete_queues(f"{run_id}.")
+    _delete_queues(env, run_id)
 
 
 def free_port_block(count: int) -> int:

@@ -63,10 +63,10 @@ class JwksCache:
         key taking over may not have been published before.
         """
         self._revoked_kids.add(kid)
-        for name, entry in self._tenants.items():
+        for entry in self._tenants.values():
             entry.keys.pop(kid, None)
-            if name == tenant:
-                entry.expires_at = entry.fetched_at = float("-inf")
+        if tenant is not None:
+            self.invalidate(tenant)
 
     def invalidate(self, tenant: str) -> None:
         """Refetch the tenant's JWKS on next use, whatever its max-age and the refetch limit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -225,38 +226,29 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def record_json(row: Any) -> dict[str, Any]:
-    """A TokenRecord (docs/internal-api.md): never a secret."""
-    return {
-        "id": str(row["id"]),
-        "display_id": row["display_id"],
-        "tenant": row["tenant"],
-        "subject": row["subject"],
-        "kind": row["kind"],
-        "name": row["name"],
-        "permissions": list(row["permissions"]),
-        "created_at": row["created_at"].isoformat(),
-        "expires_at": _iso(row["expires_at"]),
-        "last_used_at": _iso(row["last_used_at"]),
-        "revoked_at": _iso(row["revoked_at"]),
-        "created_by": row["created_by"],
-        "family_id": str(row["family_id"]) if row["family_id"] else None,
-        "kid": row["kid"],
-    }
-
-
+# A TokenRecord's fields, in the order record_json writes them.
+RECORD_ORDER = (
+    "id",
+    "display_id",
+    "tenant",
+    "subject",
+    "kind",
+    "name",
+    "permissions",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+    "created_by",
+    "family_id",
+    "kid",
+)
+RECORD_FIELDS = frozenset(RECORD_ORDER)
 _TIMES = frozenset(("created_at", "expires_at", "last_used_at", "revoked_at"))
 _UUIDS = frozenset(("id", "family_id"))
-RECORD_FIELDS = (
-    frozenset(
-        ("display_id", "tenant", "subject", "kind", "name", "permissions", "created_by", "kid")
-    )
-    | _TIMES
-    | _UUIDS
-)
 
 
-def record_fields(row: Any, fields: list[str]) -> dict[str, Any]:
+def record_fields(row: Any, fields: Sequence[str]) -> dict[str, Any]:
     """Only the named fields of a TokenRecord (each as :func:`record_json` writes it), for
     callers that list many and read few."""
     out: dict[str, Any] = {}
@@ -270,6 +262,11 @@ def record_fields(row: Any, fields: list[str]) -> dict[str, Any]:
             value = list(value)
         out[name] = value
     return out
+
+
+def record_json(row: Any) -> dict[str, Any]:
+    """A TokenRecord (docs/internal-api.md): never a secret."""
+    return record_fields(row, RECORD_ORDER)
 
 
 def principal_json(row: Any) -> dict[str, Any]:

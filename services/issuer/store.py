@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from services.issuer.domain import OPAQUE_KINDS
+
 COLUMNS = (
     "id, display_id, tenant, subject, kind, name, permissions, created_at, expires_at,"
     " last_used_at, revoked_at, created_by, family_id, kid"
@@ -72,17 +74,16 @@ async def count_active(
 ) -> dict[tuple[str, str], int]:
     """Each owner's active opaque tokens, counted (up to ``limit``)."""
     rows = await conn.fetch(
-        """SELECT o.tenant, o.subject, (
+        f"""SELECT o.tenant, o.subject, (
                 SELECT count(*) FROM (
-                    SELECT 1 FROM tokens t
-                    WHERE t.tenant = o.tenant AND t.subject = o.subject
-                      AND t.kind IN ('opaque', 'databricks', 'jobmanager')
-                      AND t.revoked_at IS NULL
-                      AND (t.expires_at IS NULL OR t.expires_at > now())
-                    LIMIT $3) AS a) AS active
+                    SELECT 1 FROM tokens
+                    WHERE tokens.tenant = o.tenant AND tokens.subject = o.subject
+                      AND kind = ANY($3::text[]) AND {_ACTIVE}
+                    LIMIT $4) AS a) AS active
             FROM unnest($1::text[], $2::text[]) AS o(tenant, subject)""",
         [tenant for tenant, _ in owners],
         [subject for _, subject in owners],
+        list(OPAQUE_KINDS),
         limit,
     )
     return {(row["tenant"], row["subject"]): row["active"] for row in rows}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import ClientSession
 
 from services.gateway.settings import Settings
 from shared.batching import Batcher
+from shared.cache import TtlCache
 from shared.http import call_service, raise_for_service_error
 
 # What the dialects' owner lists read of a TokenRecord.
@@ -21,8 +21,7 @@ class Backends:
         self._issuer = settings.issuer_url
         self._keys = settings.keys_url
         self._revocation = settings.revocation_url
-        self._tenant_ttl = settings.tenant_cache_seconds
-        self._tenants: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._tenants: TtlCache[str, dict[str, Any]] = TtlCache(settings.tenant_cache_seconds)
         self._owner_lists: Batcher[dict[str, Any], list[dict[str, Any]]] = Batcher(
             self._owner_lists_batch, max_batch=32, max_in_flight=1
         )
@@ -126,18 +125,16 @@ class Backends:
     async def tenant(self, tenant: str) -> dict[str, Any] | None:
         """The tenant's settings, or None when there is no such tenant. Found tenants are
         remembered for ``TESSERA_TENANT_CACHE_SECONDS`` (tenants are never deleted)."""
-        cached = self._tenants.get(tenant)
-        if cached and cached[0] > time.monotonic():
-            return dict(cached[1])
+        found = await self._tenants.get(tenant, lambda: self._fetch_tenant(tenant))
+        return dict(found) if found is not None else None
+
+    async def _fetch_tenant(self, tenant: str) -> dict[str, Any] | None:
         status, body = await call_service(
             self._session, "GET", f"{self._keys}/internal/tenants/{tenant}", service="keys"
         )
         if status == 404:
             return None
         raise_for_service_error(status, body, "keys")
-        if len(self._tenants) > 10_000:
-            self._tenants.clear()
-        self._tenants[tenant] = (time.monotonic() + self._tenant_ttl, body)
         return dict(body)
 
     async def rotate_now(self, tenant: str) -> dict[str, Any]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from aiohttp import ClientSession
 
 from services.issuer.errors import UnknownTenant
 from shared.batching import Batcher
+from shared.cache import TtlCache
 from shared.errors import TesseraError, Unavailable
 from shared.http import call_service, raise_for_service_error
 
@@ -23,39 +23,25 @@ class KeysClient:
     def __init__(self, session: ClientSession, base_url: str, cache_seconds: int) -> None:
         self._session = session
         self._base = base_url
-        self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._fetching: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tenants: TtlCache[str, dict[str, Any]] = TtlCache(cache_seconds)
         self._signer: Batcher[SignCall, Signed] = Batcher(
             self._sign_batch, max_batch=SIGN_BATCH, weight=lambda call: len(call[1])
         )
 
     async def tenant(self, tenant: str) -> dict[str, Any]:
         """The tenant's settings (issuer, lifetimes, quota), or :class:`UnknownTenant`."""
-        cached = self._cache.get(tenant)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        # One fetch per tenant at a time: when the entry expires under load, every request
-        # waiting for it shares the same call to the keys service.
-        fetching = self._fetching.get(tenant)
-        if fetching is None:
-            fetching = self._fetching[tenant] = asyncio.ensure_future(self._fetch_tenant(tenant))
-            fetching.add_done_callback(lambda done: self._fetched(tenant, done))
-        return dict(await asyncio.shield(fetching))
+        found = await self._tenants.get(tenant, lambda: self._fetch_tenant(tenant))
+        if found is None:
+            raise UnknownTenant(f"unknown tenant {tenant!r}")
+        return dict(found)
 
-    def _fetched(self, tenant: str, done: asyncio.Future[dict[str, Any]]) -> None:
-        del self._fetching[tenant]
-        if not done.cancelled():
-            done.exception()  # retrieved here, so a fetch nobody awaits any more logs nothing
-
-    async def _fetch_tenant(self, tenant: str) -> dict[str, Any]:
+    async def _fetch_tenant(self, tenant: str) -> dict[str, Any] | None:
         status, body = await call_service(
             self._session, "GET", f"{self._base}/internal/tenants/{tenant}", service="keys"
         )
         if status == 404:
-            raise UnknownTenant(f"unknown tenant {tenant!r}")
+            return None
         raise_for_service_error(status, body, "keys")
-        self._cache[tenant] = (time.monotonic() + self._ttl, body)
         return dict(body)
 
     async def sign(self, tenant: str, claim_sets: list[dict[str, Any]]) -> tuple[list[str], str]:

@@ -1,0 +1,47 @@
+"""A small time-to-live cache for values fetched from another service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """Values fetched on a miss and kept for ``ttl`` seconds. Concurrent misses of one key share
+    one fetch, so an entry expiring under load costs one call, not one per request. A fetch that
+    raises or returns None (nothing found) is not remembered."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._fetching: dict[K, asyncio.Future[V | None]] = {}
+
+    async def get(self, key: K, fetch: Callable[[], Awaitable[V | None]]) -> V | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        fetching = self._fetching.get(key)
+        if fetching is None:
+            fetching = self._fetching[key] = asyncio.ensure_future(self._fetch(key, fetch))
+            fetching.add_done_callback(lambda done: self._fetched(key, done))
+        # Shielded: a caller that goes away does not cancel the others' fetch.
+        return await asyncio.shield(fetching)
+
+    async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V | None]]) -> V | None:
+        value = await fetch()
+        if value is not None:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self._ttl, value)
+        return value
+
+    def _fetched(self, key: K, done: asyncio.Future[V | None]) -> None:
+        del self._fetching[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a fetch nobody awaits any more logs nothing

@@ -23,7 +23,7 @@ from bench.primitives import measure
 from bench.report import PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("keys", "issuer", "revocation", "propagation", "gateway")
+BENCHMARKS = ("keys", "issuer", "outbox", "revocation", "propagation", "gateway")
 
 
 def run_benchmark(name: str, log_dir: Path) -> list[dict[str, object]]:

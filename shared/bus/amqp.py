@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from shared.settings import AmqpNames
 
@@ -27,8 +34,21 @@ def describe_amqp(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 5672}{parts.path or '/'}"
 
 
+# How long a publish waits for the broker's confirms before it counts as failed.
+CONFIRM_TIMEOUT = 30.0
+
+
 class BrokerUnavailable(ConnectionError):
     """The broker is not connected right now."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message for the events exchange."""
+
+    routing_key: str
+    body: bytes
+    properties: spec.Basic.Properties
 
 
 class Broker:
@@ -100,6 +120,44 @@ class Broker:
         if not self.connected or self._exchange is None:
             raise BrokerUnavailable("broker not connected")
         return self._exchange
+
+    async def publish_confirmed(self, messages: Sequence[Outgoing]) -> None:
+        """Publish ``messages`` to the events exchange in this order; return once RabbitMQ has
+        confirmed every one. Raises if it refuses (nacks) any, if the channel closes first, or
+        after :data:`CONFIRM_TIMEOUT` seconds; then any of them may have been published, or none.
+
+        The messages go out in one socket write, on aiormq's channel underneath aio-pika.
+        aio-pika's ``Exchange.publish`` makes a write (so a broker wake-up) and a confirm
+        wait per message: in batches of 16 this costs a third of its CPU per message here and
+        two thirds at the broker (``python -m bench.bench_outbox``).
+        """
+        exchange = self.exchange()  # BrokerUnavailable while disconnected
+        if not messages:
+            return
+        assert self._channel is not None
+        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        frames: list[Any] = []
+        for message in messages:
+            frames.append(
+                spec.Basic.Publish(exchange=exchange.name, routing_key=message.routing_key)
+            )
+            frames.append(ContentHeader(properties=message.properties, body_size=len(message.body)))
+            step = channel.max_content_size
+            frames.extend(
+                ContentBody(message.body[i : i + step]) for i in range(0, len(message.body), step)
+            )
+        payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        async with asyncio.timeout(CONFIRM_TIMEOUT):
+            async with channel.lock:  # no other publish between ours: delivery tags count them
+                await channel.write_queue.put(payload)
+                # RabbitMQ numbers the channel's publishes 1, 2, ... and confirms by number.
+                confirmations = []
+                for _ in messages:
+                    channel.delivery_tag += 1
+                    confirmation = channel.create_future()
+                    channel.confirmations[channel.delivery_tag] = confirmation
+                    confirmations.append(confirmation)
+            await asyncio.gather(*confirmations)
 
     async def new_channel(self, **kwargs: Any) -> AbstractRobustChannel:
         """A further channel on the same connection (consumers get their own)."""

@@ -20,12 +20,12 @@ import time
 import weakref
 from dataclasses import dataclass
 
-import aio_pika
 import asyncpg
 import structlog
+from pamqp import commands as spec
 from prometheus_client import Counter, Gauge
 
-from shared.bus.amqp import Broker
+from shared.bus.amqp import Broker, Outgoing
 from shared.bus.envelope import Envelope
 from shared.db import call_after_release
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
@@ -35,6 +35,7 @@ log = structlog.get_logger("tessera.outbox")
 # How often the gauge of pending events is refreshed while the relay is busy.
 PENDING_REFRESH = 1.0
 PUBLISHED = Counter("tessera_outbox_published_total", "Events published and confirmed", ["service"])
+PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
 
 
@@ -105,18 +106,19 @@ def _wake_relays() -> None:
         relay.wake()
 
 
-def _message(row: asyncpg.Record) -> aio_pika.Message:
-    envelope = Envelope.from_json(bytes(row["body"]))
+def _message(row: asyncpg.Record) -> Outgoing:
+    body = bytes(row["body"])
+    envelope = Envelope.from_json(body)
     headers = {REQUEST_ID_HEADER: row["request_id"]} if row["request_id"] else {}
-    return aio_pika.Message(
-        body=bytes(row["body"]),
+    properties = spec.Basic.Properties(
         content_type="application/json",
         message_id=str(row["event_id"]),
-        type=envelope.type,
+        message_type=envelope.type,
         timestamp=envelope.occurred_at,
         headers=headers,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
     )
+    return Outgoing(row["routing_key"], body, properties)
 
 
 class OutboxRelay:
@@ -157,7 +159,7 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish up to one batch of pending events; returns how many were confirmed."""
-        exchange = self._broker.exchange()
+        self._broker.exchange()  # BrokerUnavailable while disconnected: leave the rows alone
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT position, event_id, routing_key, body, request_id FROM outbox
@@ -166,15 +168,10 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # Publishes are pipelined; each awaits its own confirm. If any fails the transaction
-            # rolls back and the whole batch is retried: consumers drop the duplicates by id.
-            # Not mandatory: an event nobody has subscribed to yet is not an error.
-            await asyncio.gather(
-                *(
-                    exchange.publish(_message(row), routing_key=row["routing_key"], mandatory=False)
-                    for row in rows
-                )
-            )
+            # If any publish fails the transaction rolls back and the whole batch is retried:
+            # consumers drop the duplicates by id. Not mandatory: an event nobody has
+            # subscribed to yet is not an error.
+            await self._broker.publish_confirmed([_message(row) for row in rows])
             await conn.execute(
                 "DELETE FROM outbox WHERE position = ANY($1::bigint[])",
                 [row["position"] for row in rows],

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import aiormq
 import asyncpg
 import pytest
+from pamqp import commands as spec
 
-from shared.bus.amqp import Broker, declare_topology
+from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_event
 from shared.db import create_pool
@@ -145,5 +147,85 @@ async def test_relay_started_after_commit_publishes_with_headers(
         assert first.routing_key == "test.happened.v1"
     finally:
         await relay.stop()
+        await broker.close()
+        await observer.close()
+
+
+def _outgoing(routing_key: str, body: bytes, n: int) -> Outgoing:
+    return Outgoing(
+        routing_key,
+        body,
+        spec.Basic.Properties(
+            content_type="application/json",
+            message_id=f"m{n}",
+            message_type="test.happened",
+            headers={"x-request-id": f"r{n}"},
+            delivery_mode=2,
+        ),
+    )
+
+
+async def test_publish_confirmed_sends_in_order_with_properties_and_bodies_over_a_frame(
+    tessera_env: dict[str, str],
+) -> None:
+    names = private_names(tessera_env)
+    observer = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
+    channel = await observer.channel()
+    exchange = await declare_topology(channel, names)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, "test.happened.v1")
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
+    await broker.start()
+    try:
+        await asyncio.wait_for(broker.wait_connected(), 10)
+        # The second body is larger than a frame (128 KiB by default): it goes in pieces.
+        bodies = [b"{}", b'"' + b"x" * 300_000 + b'"', b""]
+        await broker.publish_confirmed(
+            [_outgoing("test.happened.v1", body, n) for n, body in enumerate(bodies)]
+        )
+        await broker.publish_confirmed([])  # nothing to send is not an error
+        received = []
+        for _ in bodies:
+            message = await queue.get(timeout=5)
+            await message.ack()
+            received.append(message)
+        assert [m.body for m in received] == bodies
+        assert [m.message_id for m in received] == ["m0", "m1", "m2"]
+        assert [m.headers for m in received] == [{"x-request-id": f"r{n}"} for n in range(3)]
+        assert {(m.type, m.content_type, m.delivery_mode) for m in received} == {
+            ("test.happened", "application/json", aio_pika.DeliveryMode.PERSISTENT)
+        }
+    finally:
+        await broker.close()
+        await observer.close()
+
+
+async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(
+    tessera_env: dict[str, str],
+) -> None:
+    names = private_names(tessera_env)
+    observer = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
+    channel = await observer.channel()
+    exchange = await declare_topology(channel, names)
+    # A full queue that refuses more: RabbitMQ nacks what is routed to it.
+    full = await channel.declare_queue(
+        exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    await full.bind(exchange, "test.full.v1")
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
+    await broker.start()
+    try:
+        await asyncio.wait_for(broker.wait_connected(), 10)
+        await broker.publish_confirmed([_outgoing("test.full.v1", b"1", 1)])
+        with pytest.raises(aiormq.exceptions.DeliveryError):
+            await broker.publish_confirmed(
+                [_outgoing("test.other.v1", b"2", 2), _outgoing("test.full.v1", b"3", 3)]
+            )
+        # The channel is still in step: later publishes are confirmed as before.
+        await broker.publish_confirmed([_outgoing("test.other.v1", b"4", 4)])
+        kept = await full.get(timeout=5)
+        assert kept.body == b"1"
+        assert await full.get(fail=False) is None
+    finally:
         await broker.close()
         await observer.close()

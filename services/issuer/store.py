@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.issuer.domain import OPAQUE_KINDS
+from shared.db import columns
 
 COLUMNS = (
     "id, display_id, tenant, subject, kind, name, permissions, created_at, expires_at,"
@@ -39,6 +41,36 @@ _INSERT = f"""INSERT INTO tokens ({", ".join(_INSERT_COLUMNS)})
 def _insert_args(token: dict[str, Any]) -> list[Any]:
     defaults: dict[str, Any] = {"permissions": []}
     return [token.get(column, defaults.get(column)) for column in _INSERT_COLUMNS]
+
+
+_COLUMN_TYPES = {
+    "id": "uuid",
+    "created_at": "timestamptz",
+    "expires_at": "timestamptz",
+    "family_id": "uuid",
+    "secret_hash": "bytea",
+    # Arrays of arrays must be rectangular in PostgreSQL: each token's list goes as JSON.
+    "permissions": "text",
+}
+_NEW_VALUES = ", ".join(
+    "ARRAY(SELECT jsonb_array_elements_text(permissions::jsonb))" if c == "permissions" else c
+    for c in _INSERT_COLUMNS
+)
+_NEW_ARRAYS = ", ".join(
+    f"${n}::{_COLUMN_TYPES.get(c, 'text')}[]" for n, c in enumerate(_INSERT_COLUMNS, start=1)
+)
+_INSERT_MANY = f"""INSERT INTO tokens ({", ".join(_INSERT_COLUMNS)})
+    SELECT {_NEW_VALUES} FROM unnest({_NEW_ARRAYS}) AS new({", ".join(_INSERT_COLUMNS)})"""
+
+
+def insert_tokens(tokens: list[dict[str, Any]]) -> tuple[str, list[list[Any]]]:
+    """The statement inserting new tokens, and its arguments (one array per column): to run as
+    the change of :func:`shared.bus.outbox.add_events`, with the tokens' events."""
+    rows = [_insert_args(token) for token in tokens]
+    permissions = _INSERT_COLUMNS.index("permissions")
+    for row in rows:
+        row[permissions] = json.dumps(row[permissions])
+    return _INSERT_MANY, columns(rows, len(_INSERT_COLUMNS))
 
 
 async def lock_owners(conn: asyncpg.Connection, owners: list[tuple[str, str]]) -> None:
@@ -100,14 +132,6 @@ async def set_usage(conn: asyncpg.Connection, usage: dict[tuple[str, str], int])
         [subject for _, subject in owners],
         [usage[owner] for owner in owners],
     )
-
-
-async def insert_tokens(conn: asyncpg.Connection, tokens: list[dict[str, Any]]) -> None:
-    """Insert new tokens, pipelined in one round trip."""
-    if len(tokens) == 1:
-        await conn.execute(_INSERT, *_insert_args(tokens[0]))
-    elif tokens:
-        await conn.executemany(_INSERT, [_insert_args(token) for token in tokens])
 
 
 async def insert_token(conn: asyncpg.Connection, token: dict[str, Any]) -> asyncpg.Record:

@@ -87,30 +87,58 @@ class TokenWriter:
         return results
 
     async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
+        async with self._pool.acquire() as conn:
+            if all(write.quota is None for write in writes):
+                # Nothing to count: the inserts and their events are one statement, atomic
+                # without a transaction.
+                results: list[list[Row] | Exception] = []
+                accepted: list[tuple[Row, Row, Cause]] = []
+                for write in writes:
+                    results.append(self._accept(write, accepted))
+                await self._insert(conn, accepted)
+                return results
+            async with conn.transaction():
+                return await self._commit_within_quota(conn, writes)
+
+    async def _commit_within_quota(
+        self, conn: asyncpg.Connection, writes: list[Write]
+    ) -> list[list[Row] | Exception]:
         results: list[list[Row] | Exception] = []
         accepted: list[tuple[Row, Row, Cause]] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            active, counted = await self._active_bounds(conn, writes)
-            for write in writes:
-                if write.quota is not None:
-                    if active[write.owner] + len(write.tokens) > write.quota:
-                        results.append(
-                            QuotaReached(
-                                f"{write.owner[1]} already has {write.quota} active tokens,"
-                                " the quota"
-                            )
+        active, counted = await self._active_bounds(conn, writes)
+        for write in writes:
+            if write.quota is not None:
+                if active[write.owner] + len(write.tokens) > write.quota:
+                    results.append(
+                        QuotaReached(
+                            f"{write.owner[1]} already has {write.quota} active tokens, the quota"
                         )
-                        continue
-                    active[write.owner] += len(write.tokens)
-                rows = [stored_row(token) for token in write.tokens]
-                results.append(rows)
-                pairs = zip(write.tokens, rows, strict=True)
-                accepted.extend((token, row, write.cause) for token, row in pairs)
-            if counted:
-                await store.set_usage(conn, {owner: active[owner] for owner in counted})
-            await store.insert_tokens(conn, [token for token, _, _ in accepted])
-            await add_events(conn, [(token_issued(row), cause) for _, row, cause in accepted])
+                    )
+                    continue
+                active[write.owner] += len(write.tokens)
+            results.append(self._accept(write, accepted))
+        if counted:
+            await store.set_usage(conn, {owner: active[owner] for owner in counted})
+        await self._insert(conn, accepted)
         return results
+
+    @staticmethod
+    def _accept(write: Write, accepted: list[tuple[Row, Row, Cause]]) -> list[Row]:
+        """The rows ``write`` will store; its tokens join ``accepted``."""
+        rows = [stored_row(token) for token in write.tokens]
+        accepted.extend(
+            (token, row, write.cause) for token, row in zip(write.tokens, rows, strict=True)
+        )
+        return rows
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, accepted: list[tuple[Row, Row, Cause]]) -> None:
+        if accepted:
+            await add_events(
+                conn,
+                [(token_issued(row), cause) for _, row, cause in accepted],
+                change=store.insert_tokens([token for token, _, _ in accepted]),
+            )
 
     @staticmethod
     async def _active_bounds(

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,7 +29,7 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.amqp import Broker, Outgoing
 from shared.bus.envelope import Envelope
-from shared.db import call_after_release
+from shared.db import call_after_release, columns
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
 
 log = structlog.get_logger("tessera.outbox")
@@ -39,15 +41,25 @@ PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
 
 
-# One statement, one round trip per event: the outbox row and the audit row.
-_ADD_EVENT = """
-    WITH queued AS (
+@functools.cache
+def _add_events_sql(first: int) -> str:
+    """The outbox and audit rows of a batch of events, one array per column (``$first`` …)."""
+    n = [f"${first + i}" for i in range(10)]
+    return f"""
+    events AS (
+        SELECT * FROM unnest({n[0]}::uuid[], {n[1]}::text[], {n[2]}::bytea[], {n[3]}::text[],
+                             {n[4]}::timestamptz[], {n[5]}::text[], {n[6]}::text[],
+                             {n[7]}::text[], {n[8]}::text[], {n[9]}::jsonb[])
+        WITH ORDINALITY AS e(event_id, routing_key, body, request_id, occurred_at, tenant,
+                             action, source, actor, data, n)),
+    queued AS (
         INSERT INTO outbox (event_id, routing_key, body, request_id)
-        VALUES ($1, $2, $3, $4)),
+        SELECT event_id, routing_key, body, request_id FROM events ORDER BY n),
     audited AS (
         INSERT INTO audit_log
             (event_id, occurred_at, tenant, action, source, actor, request_id, data)
-        VALUES ($1, $5, $6, $7, $8, $9, $4, $10))
+        SELECT event_id, occurred_at, tenant, action, source, actor, request_id, data
+        FROM events ORDER BY n)
     SELECT 1"""
 
 
@@ -88,12 +100,25 @@ async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
     await add_events(conn, [(envelope, Cause.current())])
 
 
-async def add_events(conn: asyncpg.Connection, events: list[tuple[Envelope, Cause]]) -> None:
-    """:func:`add_event` for several events, each with its own cause, in one round trip."""
-    if len(events) == 1:
-        await conn.execute(_ADD_EVENT, *_event_args(*events[0]))
-    elif events:
-        await conn.executemany(_ADD_EVENT, [_event_args(*event) for event in events])
+async def add_events(
+    conn: asyncpg.Connection,
+    events: list[tuple[Envelope, Cause]],
+    *,
+    change: tuple[str, Sequence[object]] | None = None,
+) -> None:
+    """:func:`add_event` for several events, each with its own cause, in one statement.
+
+    ``change``: the data-modifying statement the events describe (its SQL, numbered from
+    ``$1``, and its arguments). It runs as part of the same statement, so the change and its
+    events are atomic even outside a transaction, in one round trip.
+    """
+    event_columns = columns((_event_args(*event) for event in events), 10)
+    if change is None:
+        await conn.execute("WITH" + _add_events_sql(1), *event_columns)
+    else:
+        statement, arguments = change
+        sql = f"WITH change AS ({statement}),{_add_events_sql(len(arguments) + 1)}"
+        await conn.execute(sql, *arguments, *event_columns)
     call_after_release(conn, _wake_relays)
 
 

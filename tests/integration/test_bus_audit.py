@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import add_event
+from shared.bus.outbox import Cause, add_event, add_events
 from shared.db import create_pool
 from shared.logging import bind_actor, bind_request_id
 from tests.integration.bus_support import bus_database
@@ -41,3 +41,34 @@ async def test_every_event_is_audited_with_actor_and_request_id_and_cannot_be_re
             with pytest.raises(asyncpg.RaiseError, match="append-only"):
                 await conn.execute("DELETE FROM audit_log")
             assert await conn.fetchval("SELECT actor FROM audit_log") == "alice@acme"
+
+
+async def test_a_change_and_its_events_commit_together_or_not_at_all_without_a_transaction(
+    tessera_env: dict[str, str],
+) -> None:
+    url = await bus_database(tessera_env, f"change_{uuid.uuid4().hex[:8]}")
+    async with create_pool(url) as pool:
+        await pool.execute("CREATE TABLE things (id int PRIMARY KEY, name text)")
+        causes = [Cause(f"req-{n}", f"actor-{n}") for n in range(5)]
+        events = [
+            (Envelope(type="thing.made", source="test", tenant="t", data={"n": n}), cause)
+            for n, cause in enumerate(causes)
+        ]
+        change = ("INSERT INTO things SELECT * FROM unnest($1::int[], $2::text[])", [[1], ["a"]])
+        async with pool.acquire() as conn:
+            await add_events(conn, events, change=change)
+            # The same id again: the insert fails, and so do the events of the statement.
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await add_events(conn, events[:1], change=change)
+            outbox = await conn.fetch("SELECT event_id, request_id FROM outbox ORDER BY position")
+            audit = await conn.fetch(
+                "SELECT event_id, actor, request_id, data FROM audit_log ORDER BY position"
+            )
+            assert await conn.fetchval("SELECT count(*) FROM things") == 1
+        # In the order given, each with its own cause.
+        assert [(r["event_id"], r["request_id"]) for r in outbox] == [
+            (e.id, c.request_id) for e, c in events
+        ]
+        assert [(r["event_id"], r["actor"], r["data"]) for r in audit] == [
+            (e.id, c.actor, e.data) for e, c in events
+        ]

@@ -1,201 +1,183 @@
 """Local JWT verification by the subscriber: JWKS caching, refetch limits, revoked tokens and keys.
 
-The JWKS comes from a small HTTP server in the test serving the keys service's route shape (so
-each fetch can be counted); the revocation service and RabbitMQ are real.
+Everything the subscriber talks to is real: the keys, issuer and revocation services run
+in-process, each on a database of its own (issuer_stack), with PostgreSQL and RabbitMQ. Every
+JWKS comes from the keys service and every token meant to verify is signed by it, through its
+sign endpoint (the private keys never leave it); only an attacker's forged tokens are signed
+with a key the test makes. JWKS fetches are counted by the keys service itself (its per-route
+request counter on /metrics) and the paths it was asked for are read from its request log. The
+JWKS max-age is the service's own: its default, or its TESSERA_JWKS_MAX_AGE setting on a second
+keys service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
 from typing import Any
 
-import aio_pika
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
-from shared.bus.amqp import declare_topology
-from shared.bus.envelope import Envelope
+from services.keys import rotation
+from services.keys.crypto import Keyring
+from services.keys.settings import Settings as KeysSettings
+from shared.db import create_pool
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig, VerifierUnavailable
-from tests.integration.revocation_support import (
-    RevocationService,
-    jwt_body,
-    private_env,
-    revoke,
-    start_revocation,
-)
+from tests.integration.issuer_stack import Services, running_services
+from tests.integration.keys_support import call, keys_env, running_keys
+from tests.integration.revocation_support import jwt_body
 
 pytestmark = pytest.mark.integration
 
+JWKS_ROUTE = "/internal/tenants/{tenant}/jwks"
 
-@dataclass
-class KeyServer:
-    """Serves ``/internal/tenants/{tenant}/jwks`` from ``keys`` and counts each request."""
 
-    keys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    max_age: int = 300
-    hits: Counter[str] = field(default_factory=Counter)
-    server: TestServer | None = None
+@pytest.fixture(scope="module")
+async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
+    # Key maintenance, which reloads the service's signing cache and so its JWKS, never runs on
+    # its own here: a key revoked behind the service's back stays listed, as it does on a
+    # replica that has not caught up yet.
+    async with running_services(
+        tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0", TESSERA_KEY_MAINTENANCE_MS="3600000"
+    ) as services:
+        yield services
 
-    async def start(self) -> None:
-        async def jwks(request: web.Request) -> web.Response:
-            self.hits[request.path] += 1
-            tenant = request.match_info["tenant"]
-            if tenant not in self.keys:
-                return web.json_response({"error": "unknown_tenant"}, status=404)
-            return web.json_response(
-                {"keys": self.keys[tenant]},
-                headers={"Cache-Control": f"public, max-age={self.max_age}"},
-            )
 
-        app = web.Application()
-        app.router.add_get("/internal/tenants/{tenant}/jwks", jwks)
-        self.server = TestServer(app)
-        await self.server.start_server()
+@pytest.fixture(scope="module")
+def attacker() -> rsa.RSAPrivateKey:
+    """A key the keys service never saw: it signs forged tokens."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    @property
-    def template(self) -> str:
-        assert self.server is not None
-        return (
-            str(self.server.make_url("/internal/tenants/{tenant}/jwks"))
-            .replace("%7B", "{")
-            .replace("%7D", "}")
+
+async def start_subscriber(
+    stack: Services, keys_url: str | None = None, *, events: bool = True, **config: Any
+) -> Subscriber:
+    """A started subscriber reading the JWKS of ``keys_url`` (the stack's keys service by
+    default). With ``events=False`` it follows an exchange of its own, so the services' events
+    (key.rotated, key.revoked, token.revoked) never reach it."""
+    names = AmqpNames.from_env(stack.env)
+    if not events:
+        names = AmqpNames(
+            exchange=f"{names.exchange}.deaf",
+            dead_letter_exchange=f"{names.dead_letter_exchange}.deaf",
+            queue_prefix=f"{names.queue_prefix}deaf.",
         )
+    sub = Subscriber(
+        SubscriberConfig(
+            revocations_url=f"{stack.urls['revocation']}/internal/revocations",
+            jwks_url_template=f"{keys_url or stack.urls['keys']}/internal/tenants/{{tenant}}/jwks",
+            amqp_url=stack.env["TESSERA_AMQP_URL"],
+            amqp_names=names,
+            name="verify",
+            **config,
+        ),
+        stack.session,
+    )
+    await sub.start()
+    return sub
 
 
-def new_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    jwk.update(kid=kid, alg="RS256", use="sig")
-    return key, jwk
+@asynccontextmanager
+async def subscribed(
+    stack: Services, keys_url: str | None = None, *, events: bool = True, **config: Any
+) -> AsyncIterator[Subscriber]:
+    sub = await start_subscriber(stack, keys_url, events=events, **config)
+    try:
+        yield sub
+    finally:
+        await sub.close()
 
 
-def sign(key: rsa.RSAPrivateKey, kid: str, tenant: str = "acme", **claims: Any) -> str:
+async def new_tenant(session: aiohttp.ClientSession, keys_url: str) -> str:
+    tenant = f"t{secrets.token_hex(4)}"
+    status, reply = await call(session, "POST", f"{keys_url}/internal/tenants", json={"id": tenant})
+    assert status == 200, reply
+    return tenant
+
+
+async def sign(
+    session: aiohttp.ClientSession, keys_url: str, tenant: str, count: int = 1, **claims: Any
+) -> tuple[list[str], str]:
+    """``count`` access tokens signed by the keys service with the tenant's active key, and
+    that key's kid."""
+    status, row = await call(session, "GET", f"{keys_url}/internal/tenants/{tenant}")
+    assert status == 200, row
+    bodies = [
+        {
+            "jti": str(uuid.uuid4()),
+            "iss": row["issuer"],  # verifiers require the tenant's own issuer
+            "sub": f"alice@{tenant}",
+            "tapis/tenant_id": tenant,
+            "tapis/token_type": "access",
+            "exp": int(time.time()) + 600,
+            **claims,
+        }
+        for _ in range(count)
+    ]
+    status, reply = await call(
+        session, "POST", f"{keys_url}/internal/tenants/{tenant}/sign", json={"claims": bodies}
+    )
+    assert status == 200, reply
+    return reply["tokens"], reply["kid"]
+
+
+def forge(key: rsa.RSAPrivateKey, kid: str, tenant: str) -> str:
+    """A token an attacker signed with their own key, naming any kid and tenant they like."""
     body = {
         "jti": str(uuid.uuid4()),
         "sub": f"alice@{tenant}",
         "tapis/tenant_id": tenant,
         "exp": int(time.time()) + 600,
-        **claims,
     }
     return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
 
 
-@pytest.fixture(scope="module")
-async def service(tessera_env: dict[str, str]) -> AsyncIterator[RevocationService]:
-    running = await start_revocation(private_env(tessera_env))
-    yield running
-    await running.close()
+async def keys_requests(session: aiohttp.ClientSession, keys_url: str) -> Counter[tuple[str, str]]:
+    """``(route, status) -> count`` of the requests keys services answered, from /metrics
+    (scrapes left out). The counter is the process's: every keys service running in it."""
+    async with session.get(f"{keys_url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "tessera_http_requests_total"
+                and labels["service"] == "keys"
+                and labels["route"] != "/metrics"
+            ):
+                counts[labels["route"], labels["status"]] = int(sample.value)
+    return counts
 
 
-@pytest.fixture
-async def keys() -> AsyncIterator[KeyServer]:
-    server = KeyServer()
-    await server.start()
-    yield server
-    assert server.server is not None
-    await server.server.close()
+async def jwks_max_age(session: aiohttp.ClientSession, keys_url: str, tenant: str) -> int:
+    """The max-age the keys service sends with the tenant's JWKS."""
+    async with session.get(f"{keys_url}/internal/tenants/{tenant}/jwks") as resp:
+        assert resp.status == 200
+        found = re.search(r"max-age=(\d+)", resp.headers.get("Cache-Control", ""))
+    assert found, resp.headers
+    return int(found.group(1))
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-def _names(service: RevocationService) -> AmqpNames:
-    # The subscriber's own exchange: key.revoked events the test sends reach only it.
-    return AmqpNames(
-        exchange=f"{service.names.exchange}.verify",
-        dead_letter_exchange=f"{service.names.dead_letter_exchange}.verify",
-        queue_prefix=f"{service.names.queue_prefix}verify.",
-    )
-
-
-@pytest.fixture
-async def subscriber(
-    service: RevocationService, keys: KeyServer, session: aiohttp.ClientSession
-) -> AsyncIterator[Subscriber]:
-    sub = Subscriber(
-        SubscriberConfig(
-            revocations_url=service.revocations_url,
-            jwks_url_template=keys.template,
-            amqp_url=service.env["TESSERA_AMQP_URL"],
-            amqp_names=_names(service),
-            name="verify",
-            jwks_refetch_interval=0.5,
-        ),
-        session,
-    )
-    await sub.start()
-    yield sub
-    await sub.close()
-
-
-async def test_valid_token_verifies_and_is_refused_once_revoked(
-    service: RevocationService,
-    keys: KeyServer,
-    subscriber: Subscriber,
-    session: aiohttp.ClientSession,
-) -> None:
-    key, jwk = new_key("k1")
-    keys.keys["acme"] = [jwk]
-    token = sign(key, "k1")
-    claims = await subscriber.verify_jwt(token)
-    assert claims["sub"] == "alice@acme"
-
-    # The subscriber follows its own exchange here, so it learns this one from the feed poll
-    # or from apply(); the gateway applies its own revoke replies the same way.
-    status, reply = await revoke(session, service, jwt_body(jti=claims["jti"]))
-    assert status == 200
-    subscriber.apply(reply["revocations"][0])
-    with pytest.raises(InvalidToken) as refused:
-        await subscriber.verify_jwt(token)
-    assert refused.value.reason == "revoked"
-
-
-async def test_jwks_is_fetched_once_per_max_age(keys: KeyServer, subscriber: Subscriber) -> None:
-    key, jwk = new_key("k1")
-    keys.keys["acme"] = [jwk]
-    for _ in range(20):
-        await subscriber.verify_jwt(sign(key, "k1"))
-    assert keys.hits["/internal/tenants/acme/jwks"] == 1
-
-
-async def test_unknown_kids_refetch_at_most_once_per_interval(
-    keys: KeyServer, subscriber: Subscriber
-) -> None:
-    key, jwk = new_key("k1")
-    keys.keys["acme"] = [jwk]
-    await subscriber.verify_jwt(sign(key, "k1"))
-    for n in range(30):
-        with pytest.raises(InvalidToken) as refused:
-            await subscriber.verify_jwt(sign(key, f"forged-{n}"))
-        assert refused.value.reason == "unknown_kid"
-    assert keys.hits["/internal/tenants/acme/jwks"] <= 2
-
-    # A key published after the cache was filled is picked up on the next allowed refetch.
-    new, new_jwk = new_key("k2")
-    keys.keys["acme"] = [jwk, new_jwk]
-    token = sign(new, "k2")
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            await subscriber.verify_jwt(token)
-            break
-        except InvalidToken:
-            assert time.monotonic() < deadline, "new key never picked up"
-            await _pause()
+async def _reason(sub: Subscriber, token: str) -> str | None:
+    try:
+        await sub.verify_jwt(token)
+    except InvalidToken as exc:
+        return exc.reason
+    return None
 
 
 async def _pause() -> None:
@@ -203,75 +185,203 @@ async def _pause() -> None:
     await asyncio.sleep(0.1)
 
 
-async def test_revoked_key_refuses_its_tokens_at_once(
-    service: RevocationService, keys: KeyServer, subscriber: Subscriber
-) -> None:
-    key, jwk = new_key("k-doomed")
-    other, other_jwk = new_key("k-fine")
-    keys.keys["acme"] = [jwk, other_jwk]
-    token = sign(key, "k-doomed")
-    await subscriber.verify_jwt(token)
+async def test_valid_token_verifies_and_is_refused_once_revoked(stack: Services) -> None:
+    tenant = await stack.tenant()
+    (token,), _ = await sign(stack.session, stack.urls["keys"], tenant)
+    # Deaf to the services' events, the subscriber learns this revocation from apply(), as the
+    # gateway applies its own revoke replies (or from its next feed poll, seconds away).
+    async with subscribed(stack, events=False) as sub:
+        claims = await sub.verify_jwt(token)
+        assert claims["sub"] == f"alice@{tenant}" and claims["tapis/tenant_id"] == tenant
 
-    connection = await aio_pika.connect(service.env["TESSERA_AMQP_URL"])
-    try:
-        channel = await connection.channel()
-        exchange = await declare_topology(channel, _names(service))
-        event = Envelope(type="key.revoked", source="keys", tenant="acme", data={"kid": "k-doomed"})
-        await exchange.publish(aio_pika.Message(event.to_json()), routing_key=event.routing_key)
-    finally:
-        await connection.close()
-
-    async def refused() -> bool:
-        try:
-            await subscriber.verify_jwt(token)
-        except InvalidToken as exc:
-            return exc.reason == "unknown_kid"
-        return False
-
-    deadline = time.monotonic() + 5
-    while not await refused():
-        assert time.monotonic() < deadline, "revoked key still verifies"
-        await _pause()
-    # Still listed by the (stale) JWKS, but never trusted again; other keys keep working.
-    await subscriber.verify_jwt(sign(other, "k-fine"))
-
-
-async def test_tenant_and_kid_never_reach_the_url(keys: KeyServer, subscriber: Subscriber) -> None:
-    key, jwk = new_key("k1")
-    keys.keys["acme"] = [jwk]
-    for tenant in ("../acme", "acme/../../x", "ACME", "a" * 100):
+        status, reply = await stack.call(
+            "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=claims["jti"])
+        )
+        assert status == 200, reply
+        sub.apply(reply["revocations"][0])
         with pytest.raises(InvalidToken) as refused:
-            await subscriber.verify_jwt(sign(key, "k1", tenant=tenant))
-        assert refused.value.reason == "unknown_tenant"
-    with pytest.raises(InvalidToken):
-        await subscriber.verify_jwt(sign(key, "../../jwks?x=", tenant="acme"))
-    assert set(keys.hits) <= {"/internal/tenants/acme/jwks"}
+            await sub.verify_jwt(token)
+        assert refused.value.reason == "revoked"
 
 
-async def test_unknown_tenant_is_refused(keys: KeyServer, subscriber: Subscriber) -> None:
-    key, _ = new_key("k1")
-    with pytest.raises(InvalidToken) as refused:
-        await subscriber.verify_jwt(sign(key, "k1", tenant="nobody"))
-    assert refused.value.reason == "unknown_tenant"
+async def test_jwks_is_fetched_once_per_max_age(stack: Services) -> None:
+    keys_url = stack.urls["keys"]
+    tenant = await stack.tenant()
+    tokens, _ = await sign(stack.session, keys_url, tenant, count=20)
+    max_age = await jwks_max_age(stack.session, keys_url, tenant)
+    assert max_age >= 60, "the service's default max-age must outlast this test"
+    # No lifetime of its own: only the service's max-age keeps the JWKS cached.
+    async with subscribed(stack, jwks_default_max_age=0) as sub:
+        before = await keys_requests(stack.session, keys_url)
+        for token in tokens:
+            assert (await sub.verify_jwt(token))["tapis/tenant_id"] == tenant
+        fetched = await keys_requests(stack.session, keys_url) - before
+    assert fetched == Counter({(JWKS_ROUTE, "200"): 1})
+
+
+async def test_jwks_is_fetched_again_once_its_max_age_passes(
+    stack: Services, tessera_env: dict[str, str]
+) -> None:
+    async with running_keys(keys_env(tessera_env, TESSERA_JWKS_MAX_AGE="1")) as (url, session):
+        tenant = await new_tenant(session, url)
+        assert await jwks_max_age(session, url, tenant) == 1
+        # The subscriber's own default (300 s) would keep the JWKS far longer than 1 s.
+        async with subscribed(stack, url) as sub:
+            before = await keys_requests(session, url)
+            started = time.monotonic()
+            while True:
+                (token,), _ = await sign(session, url, tenant)
+                await sub.verify_jwt(token)
+                fetched = (await keys_requests(session, url) - before)[JWKS_ROUTE, "200"]
+                if fetched != 1:
+                    break
+                assert time.monotonic() < started + 5, "JWKS not fetched again after max-age"
+                await _pause()
+    assert fetched == 2
+    assert time.monotonic() - started >= 1, "JWKS fetched again before its max-age passed"
+
+
+async def test_unknown_kids_refetch_at_most_once_per_interval(
+    stack: Services, attacker: rsa.RSAPrivateKey
+) -> None:
+    keys_url = stack.urls["keys"]
+    tenant = await stack.tenant()
+    (token,), kid = await sign(stack.session, keys_url, tenant)
+    forged = [forge(attacker, f"forged-{n}", tenant) for n in range(30)]
+    # Deaf to key.rotated: the key added below can be learnt only through an unknown-kid refetch.
+    async with subscribed(stack, events=False, jwks_refetch_interval=0.5) as sub:
+        before = await keys_requests(stack.session, keys_url)
+        await sub.verify_jwt(token)
+        for attempt in forged:
+            assert await _reason(sub, attempt) == "unknown_kid"
+        fetched = (await keys_requests(stack.session, keys_url) - before)[JWKS_ROUTE, "200"]
+        assert 1 <= fetched <= 2
+
+        # A key published after the cache was filled is picked up on the next allowed refetch.
+        status, rotated = await stack.call(
+            "POST", "keys", f"/internal/tenants/{tenant}/keys/rotate", json={"immediate": True}
+        )
+        assert status == 200, rotated
+        (new,), new_kid = await sign(stack.session, keys_url, tenant)
+        assert new_kid == rotated["kid"] != kid
+        deadline = time.monotonic() + 5
+        while (reason := await _reason(sub, new)) is not None:
+            assert reason == "unknown_kid"
+            assert time.monotonic() < deadline, "new key never picked up"
+            await _pause()
+
+
+async def _revoke_behind_the_service(stack: Services, tenant: str, kid: str) -> None:
+    """Revoke a key as another keys replica would: in the database, with its key.revoked
+    event in the outbox, while this replica's JWKS still lists the key."""
+    settings = KeysSettings.from_env(stack.env)
+    async with create_pool(stack.env["TESSERA_KEYS_DATABASE_URL"], min_size=1, max_size=1) as pool:
+        await rotation.revoke(pool, Keyring(settings.keks), tenant, kid)
+
+
+async def test_revoked_key_refuses_its_tokens_at_once(stack: Services) -> None:
+    keys_url = stack.urls["keys"]
+    tenant = await stack.tenant()
+    (doomed, unseen), doomed_kid = await sign(stack.session, keys_url, tenant, count=2)
+    status, rotated = await stack.call(
+        "POST", "keys", f"/internal/tenants/{tenant}/keys/rotate", json={"immediate": True}
+    )
+    assert status == 200, rotated
+    (fine,), fine_kid = await sign(stack.session, keys_url, tenant)
+    assert fine_kid == rotated["kid"] != doomed_kid
+
+    async with subscribed(stack) as sub:
+        await sub.verify_jwt(doomed)  # the JWKS, with both keys, is cached for its max-age
+        await sub.verify_jwt(fine)
+        await _revoke_behind_the_service(stack, tenant, doomed_kid)
+
+        # From the key.revoked event, not the max-age (300 s).
+        deadline = time.monotonic() + 5
+        while await _reason(sub, doomed) != "unknown_kid":
+            assert time.monotonic() < deadline, "revoked key still verifies"
+            await _pause()
+        # Other keys keep working; a new token makes the subscriber read the JWKS again.
+        assert await _reason(sub, fine) is None
+        (fresh,), kid = await sign(stack.session, keys_url, tenant)
+        assert kid == fine_kid and await _reason(sub, fresh) is None
+        # The keys service still lists the revoked key, but it is never trusted again: a token
+        # it signed that this subscriber never saw is refused too.
+        status, jwks = await stack.call("GET", "keys", f"/internal/tenants/{tenant}/jwks")
+        assert status == 200 and doomed_kid in {k["kid"] for k in jwks["keys"]}
+        assert await _reason(sub, unseen) == "unknown_kid"
+
+
+async def test_tenant_and_kid_never_reach_the_url(
+    stack: Services, attacker: rsa.RSAPrivateKey
+) -> None:
+    keys_url = stack.urls["keys"]
+    tenant, other = await stack.tenant(), await stack.tenant()
+    hostile_tenants = (f"../{tenant}", f"x/../{other}", tenant.upper(), "a" * 100)
+    hostile_kids = ("../../jwks?x=", f"../../{other}/jwks")
+    (token,), _ = await sign(stack.session, keys_url, tenant)
+    # Once the JWKS is cached, every unknown kid makes the subscriber fetch it again: each kid
+    # has its chance at a URL.
+    async with subscribed(stack, jwks_refetch_interval=0) as sub:
+        before = await keys_requests(stack.session, keys_url)
+        with capture_logs() as logs:
+            for hostile in hostile_tenants:
+                assert await _reason(sub, forge(attacker, "k1", hostile)) == "unknown_tenant"
+            assert await _reason(sub, token) is None
+            for kid in hostile_kids:
+                assert await _reason(sub, forge(attacker, kid, tenant)) == "unknown_kid"
+        requests = await keys_requests(stack.session, keys_url) - before
+    # What the keys service answered: only the tenant's own JWKS, never another route, a 404
+    # or a path it could not match.
+    assert set(requests) == {(JWKS_ROUTE, "200")}, requests
+    paths = {
+        entry["path"]
+        for entry in logs
+        if entry["event"] == "request" and not entry["path"].startswith("/internal/revocations")
+    }
+    assert paths == {f"/internal/tenants/{tenant}/jwks"}
+
+
+async def test_unknown_tenant_is_refused(stack: Services) -> None:
+    keys_url = stack.urls["keys"]
+    nobody = f"nobody-{secrets.token_hex(4)}"
+    # Signed by a real key of a real tenant, but claiming a tenant the keys service never had.
+    claims: dict[str, Any] = {"tapis/tenant_id": nobody}
+    (token,), _ = await sign(stack.session, keys_url, await stack.tenant(), **claims)
+    async with subscribed(stack) as sub:
+        before = await keys_requests(stack.session, keys_url)
+        assert await _reason(sub, token) == "unknown_tenant"
+        requests = await keys_requests(stack.session, keys_url) - before
+    # The keys service said so itself.
+    assert requests == Counter({(JWKS_ROUTE, "404"): 1})
 
 
 async def test_unreachable_jwks_without_a_cache_is_unavailable_not_invalid(
-    service: RevocationService, session: aiohttp.ClientSession
+    stack: Services, tessera_env: dict[str, str]
 ) -> None:
-    sub = Subscriber(
-        SubscriberConfig(
-            revocations_url=service.revocations_url,
-            jwks_url_template="http://127.0.0.1:9/internal/tenants/{tenant}/jwks",
-            amqp_url=service.env["TESSERA_AMQP_URL"],
-            amqp_names=_names(service),
-            name="verify-down",
-        ),
-        session,
-    )
-    await sub.start()
-    try:
-        key, _ = new_key("k1")
+    async with running_keys(keys_env(tessera_env)) as (url, session):
+        tenant = await new_tenant(session, url)
+        (token,), _ = await sign(session, url, tenant)
+    # That keys service has stopped: nothing answers at its address any more.
+    async with subscribed(stack, url) as sub:
         with pytest.raises(VerifierUnavailable):
-            await sub.verify_jwt(sign(key, "k1"))
+            await sub.verify_jwt(token)
+
+
+async def test_unreachable_jwks_with_a_cache_keeps_verifying_with_the_cached_keys(
+    stack: Services, tessera_env: dict[str, str], attacker: rsa.RSAPrivateKey
+) -> None:
+    sub: Subscriber | None = None
+    try:
+        async with running_keys(keys_env(tessera_env)) as (url, session):
+            tenant = await new_tenant(session, url)
+            (first, second), _ = await sign(session, url, tenant, count=2)
+            # Every unknown kid or expired entry tries the keys service again at once.
+            sub = await start_subscriber(stack, url, jwks_refetch_interval=0)
+            await sub.verify_jwt(first)
+        # The keys service has stopped: the refetch an unknown kid triggers fails, yet that
+        # token is invalid, not the verifier unavailable, and the cached keys still verify.
+        assert await _reason(sub, forge(attacker, "forged", tenant)) == "unknown_kid"
+        assert (await sub.verify_jwt(second))["tapis/tenant_id"] == tenant
     finally:
-        await sub.close()
+        if sub is not None:
+            await sub.close()

@@ -87,3 +87,26 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
 
         for service in DATABASE_SERVICES:
             await drop_database(service_database_url(env, service))
+        await delete_broker_names(env)
+
+
+async def delete_broker_names(env: dict[str, str]) -> None:
+    """Delete the stack's private queues and exchanges, so benchmark runs do not pile them up
+    on the broker (the subscribers' own queues are exclusive and went with them)."""
+    import aio_pika
+
+    from services.issuer.events import HANDLERS as ISSUER_CONSUMERS
+    from services.revocation.consumers import ON_KEY_REVOKED
+    from shared.settings import AmqpNames
+
+    names = AmqpNames.from_env(env)
+    connection = await aio_pika.connect(env["TESSERA_AMQP_URL"])
+    try:
+        channel = await connection.channel()
+        for consumer in [*ISSUER_CONSUMERS, ON_KEY_REVOKED]:
+            await channel.queue_delete(names.queue(consumer))
+        await channel.queue_delete(names.dead_letter_queue)
+        await channel.exchange_delete(names.exchange)
+        await channel.exchange_delete(names.dead_letter_exchange)
+    finally:
+        await connection.close()

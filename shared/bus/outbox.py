@@ -53,8 +53,8 @@ def _add_events_sql(first: int) -> str:
         WITH ORDINALITY AS e(event_id, routing_key, body, request_id, occurred_at, tenant,
                              action, source, actor, data, n)),
     queued AS (
-        INSERT INTO outbox (event_id, routing_key, body, request_id)
-        SELECT event_id, routing_key, body, request_id FROM events ORDER BY n),
+        INSERT INTO outbox (event_id, routing_key, body, request_id, created_at)
+        SELECT event_id, routing_key, body, request_id, occurred_at FROM events ORDER BY n),
     audited AS (
         INSERT INTO audit_log
             (event_id, occurred_at, tenant, action, source, actor, request_id, data)
@@ -132,18 +132,18 @@ def _wake_relays() -> None:
 
 
 def _message(row: asyncpg.Record) -> Outgoing:
-    body = bytes(row["body"])
-    envelope = Envelope.from_json(body)
+    """The AMQP message of an outbox row, without parsing its body: the type is in the routing
+    key (``<type>.v<version>``), the time the event occurred in ``created_at``."""
     headers = {REQUEST_ID_HEADER: row["request_id"]} if row["request_id"] else {}
     properties = spec.Basic.Properties(
         content_type="application/json",
         message_id=str(row["event_id"]),
-        message_type=envelope.type,
-        timestamp=envelope.occurred_at,
+        message_type=row["routing_key"].rpartition(".v")[0],
+        timestamp=row["created_at"],
         headers=headers,
         delivery_mode=PERSISTENT,
     )
-    return Outgoing(row["routing_key"], body, properties)
+    return Outgoing(row["routing_key"], bytes(row["body"]), properties)
 
 
 class OutboxRelay:
@@ -187,7 +187,7 @@ class OutboxRelay:
         self._broker.exchange()  # BrokerUnavailable while disconnected: leave the rows alone
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT position, event_id, routing_key, body, request_id FROM outbox
+                """SELECT position, event_id, routing_key, body, request_id, created_at FROM outbox
                    ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self._batch_size,
             )

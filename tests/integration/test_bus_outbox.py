@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -145,6 +146,13 @@ async def test_relay_started_after_commit_publishes_with_headers(
         assert first.content_type == "application/json"
         assert first.type == "test.happened"
         assert first.routing_key == "test.happened.v1"
+        # The AMQP timestamp (whole seconds) is when the event occurred.
+        occurred = {str(e.id): int(e.occurred_at.timestamp()) for e in events}
+        assert all(
+            m.timestamp is not None
+            and int(m.timestamp.replace(tzinfo=UTC).timestamp()) == occurred[str(m.message_id)]
+            for m in messages
+        )
     finally:
         await relay.stop()
         await broker.close()

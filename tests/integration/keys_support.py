@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from services.cli import migrate_all
 from services.keys.app import create_app
 from services.keys.settings import Settings
+from shared.subscriber import InvalidToken, Subscriber
 
 
 def keys_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -45,3 +46,12 @@ async def call(
 ) -> tuple[int, Any]:
     async with session.request(method, url, **kwargs) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+async def refusal(sub: Subscriber, token: str) -> str | None:
+    """Why ``sub`` refuses ``token`` (the :class:`InvalidToken` reason), None if it verifies."""
+    try:
+        await sub.verify_jwt(token)
+    except InvalidToken as exc:
+        return exc.reason
+    return None

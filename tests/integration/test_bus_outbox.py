@@ -159,6 +159,25 @@ async def test_relay_started_after_commit_publishes_with_headers(
         await observer.close()
 
 
+@contextlib.asynccontextmanager
+async def _observed_broker(
+    tessera_env: dict[str, str],
+) -> AsyncIterator[tuple[aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractExchange, Broker]]:
+    """A connected Broker on private names, and an observer's channel on its exchange."""
+    names = private_names(tessera_env)
+    observer = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
+    try:
+        channel = await observer.channel()
+        exchange = await declare_topology(channel, names)
+        await broker.start()
+        await asyncio.wait_for(broker.wait_connected(), 10)
+        yield channel, exchange, broker
+    finally:
+        await broker.close()
+        await observer.close()
+
+
 def _outgoing(routing_key: str, body: bytes, n: int) -> Outgoing:
     return Outgoing(
         routing_key,
@@ -176,16 +195,9 @@ def _outgoing(routing_key: str, body: bytes, n: int) -> Outgoing:
 async def test_publish_confirmed_sends_in_order_with_properties_and_bodies_over_a_frame(
     tessera_env: dict[str, str],
 ) -> None:
-    names = private_names(tessera_env)
-    observer = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
-    channel = await observer.channel()
-    exchange = await declare_topology(channel, names)
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(exchange, "test.happened.v1")
-    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
-    await broker.start()
-    try:
-        await asyncio.wait_for(broker.wait_connected(), 10)
+    async with _observed_broker(tessera_env) as (channel, exchange, broker):
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, "test.happened.v1")
         # The second body is larger than a frame (128 KiB by default): it goes in pieces.
         bodies = [b"{}", b'"' + b"x" * 300_000 + b'"', b""]
         await broker.publish_confirmed(
@@ -203,27 +215,17 @@ async def test_publish_confirmed_sends_in_order_with_properties_and_bodies_over_
         assert {(m.type, m.content_type, m.delivery_mode) for m in received} == {
             ("test.happened", "application/json", aio_pika.DeliveryMode.PERSISTENT)
         }
-    finally:
-        await broker.close()
-        await observer.close()
 
 
 async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(
     tessera_env: dict[str, str],
 ) -> None:
-    names = private_names(tessera_env)
-    observer = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
-    channel = await observer.channel()
-    exchange = await declare_topology(channel, names)
-    # A full queue that refuses more: RabbitMQ nacks what is routed to it.
-    full = await channel.declare_queue(
-        exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
-    )
-    await full.bind(exchange, "test.full.v1")
-    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
-    await broker.start()
-    try:
-        await asyncio.wait_for(broker.wait_connected(), 10)
+    async with _observed_broker(tessera_env) as (channel, exchange, broker):
+        # A full queue that refuses more: RabbitMQ nacks what is routed to it.
+        full = await channel.declare_queue(
+            exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+        )
+        await full.bind(exchange, "test.full.v1")
         await broker.publish_confirmed([_outgoing("test.full.v1", b"1", 1)])
         with pytest.raises(aiormq.exceptions.DeliveryError):
             await broker.publish_confirmed(
@@ -234,6 +236,3 @@ async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(
         kept = await full.get(timeout=5)
         assert kept.body == b"1"
         assert await full.get(fail=False) is None
-    finally:
-        await broker.close()
-        await observer.close()

@@ -19,8 +19,9 @@ import jwt
 import pytest
 
 from shared.settings import AmqpNames
-from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig
+from shared.subscriber import Subscriber, SubscriberConfig
 from tests.integration.issuer_stack import Services, running_services
+from tests.integration.keys_support import refusal
 from tests.integration.revocation_support import jwt_body, wait_for
 
 pytestmark = pytest.mark.integration
@@ -106,14 +107,6 @@ async def _tenant(stack: Stack) -> str:
     return tenant
 
 
-async def _reason(sub: Subscriber, token: str) -> str | None:
-    try:
-        await sub.verify_jwt(token)
-    except InvalidToken as exc:
-        return exc.reason
-    return None
-
-
 async def test_token_signed_by_keys_verifies_until_revoked(
     stack: Stack, subscriber: Subscriber
 ) -> None:
@@ -128,7 +121,7 @@ async def test_token_signed_by_keys_verifies_until_revoked(
     assert status == 200 and [r["jti"] for r in reply["revocations"]] == [jti], reply
     # Through the outbox and the broker, not applied by hand.
     await wait_for(lambda: subscriber.is_revoked(jti), timeout=5)
-    assert await _reason(subscriber, token) == "revoked"
+    assert await refusal(subscriber, token) == "revoked"
 
 
 async def test_a_remembered_token_is_still_refused_once_it_expires(
@@ -140,7 +133,7 @@ async def test_a_remembered_token_is_still_refused_once_it_expires(
     assert (await subscriber.verify_jwt(token))["tapis/tenant_id"] == tenant
     assert (await subscriber.verify_jwt(token))["tapis/tenant_id"] == tenant  # from the cache
     deadline = time.monotonic() + 5
-    while await _reason(subscriber, token) != "expired":
+    while await refusal(subscriber, token) != "expired":
         assert time.monotonic() < deadline, "an expired token still verifies"
         await asyncio.sleep(0.1)
 
@@ -157,11 +150,11 @@ async def test_an_immediate_rotation_is_learnt_from_key_rotated_not_the_refetch_
     new, _, new_kid = await stack.sign(tenant)
     assert new_kid != old_kid
     deadline = time.monotonic() + 2
-    while (reason := await _reason(subscriber, new)) is not None:
+    while (reason := await refusal(subscriber, new)) is not None:
         assert reason == "unknown_kid"
         assert time.monotonic() < deadline, "the rotated-in key was not learnt from the event"
         await asyncio.sleep(0.05)
-    assert await _reason(subscriber, old) is None  # the old key stays published
+    assert await refusal(subscriber, old) is None  # the old key stays published
 
 
 async def test_token_of_one_tenant_does_not_verify_as_another(
@@ -170,7 +163,7 @@ async def test_token_of_one_tenant_does_not_verify_as_another(
     ours, theirs = await _tenant(stack), await _tenant(stack)
     token, _, _ = await stack.sign(theirs, **{"tapis/tenant_id": ours})
     # Signed by the other tenant's key but claiming ours: our JWKS has no such kid.
-    assert await _reason(subscriber, token) == "unknown_kid"
+    assert await refusal(subscriber, token) == "unknown_kid"
 
 
 async def test_revoked_key_refuses_everything_it_signed_at_once(
@@ -186,7 +179,7 @@ async def test_revoked_key_refuses_everything_it_signed_at_once(
     await stack.call("POST", f"/internal/tenants/{tenant}/keys/{kid}/revoke")
 
     deadline = time.monotonic() + 5
-    while await _reason(subscriber, token) != "unknown_kid":
+    while await refusal(subscriber, token) != "unknown_kid":
         assert time.monotonic() < deadline, "a token of the revoked key still verifies"
         await asyncio.sleep(0.05)
     await wait_for(lambda: subscriber.is_revoked(jti), timeout=10)

@@ -36,7 +36,7 @@ from shared.db import create_pool
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig, VerifierUnavailable
 from tests.integration.issuer_stack import Services, running_services
-from tests.integration.keys_support import call, keys_env, running_keys
+from tests.integration.keys_support import call, keys_env, refusal, running_keys
 from tests.integration.revocation_support import jwt_body
 
 pytestmark = pytest.mark.integration
@@ -172,14 +172,6 @@ async def jwks_max_age(session: aiohttp.ClientSession, keys_url: str, tenant: st
     return int(found.group(1))
 
 
-async def _reason(sub: Subscriber, token: str) -> str | None:
-    try:
-        await sub.verify_jwt(token)
-    except InvalidToken as exc:
-        return exc.reason
-    return None
-
-
 async def _pause() -> None:
     """One step of a poll with a deadline."""
     await asyncio.sleep(0.1)
@@ -253,7 +245,7 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(
         before = await keys_requests(stack.session, keys_url)
         await sub.verify_jwt(token)
         for attempt in forged:
-            assert await _reason(sub, attempt) == "unknown_kid"
+            assert await refusal(sub, attempt) == "unknown_kid"
         fetched = (await keys_requests(stack.session, keys_url) - before)[JWKS_ROUTE, "200"]
         assert 1 <= fetched <= 2
 
@@ -265,7 +257,7 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(
         (new,), new_kid = await sign(stack.session, keys_url, tenant)
         assert new_kid == rotated["kid"] != kid
         deadline = time.monotonic() + 5
-        while (reason := await _reason(sub, new)) is not None:
+        while (reason := await refusal(sub, new)) is not None:
             assert reason == "unknown_kid"
             assert time.monotonic() < deadline, "new key never picked up"
             await _pause()
@@ -297,18 +289,18 @@ async def test_revoked_key_refuses_its_tokens_at_once(stack: Services) -> None:
 
         # From the key.revoked event, not the max-age (300 s).
         deadline = time.monotonic() + 5
-        while await _reason(sub, doomed) != "unknown_kid":
+        while await refusal(sub, doomed) != "unknown_kid":
             assert time.monotonic() < deadline, "revoked key still verifies"
             await _pause()
         # Other keys keep working; a new token makes the subscriber read the JWKS again.
-        assert await _reason(sub, fine) is None
+        assert await refusal(sub, fine) is None
         (fresh,), kid = await sign(stack.session, keys_url, tenant)
-        assert kid == fine_kid and await _reason(sub, fresh) is None
+        assert kid == fine_kid and await refusal(sub, fresh) is None
         # The keys service still lists the revoked key, but it is never trusted again: a token
         # it signed that this subscriber never saw is refused too.
         status, jwks = await stack.call("GET", "keys", f"/internal/tenants/{tenant}/jwks")
         assert status == 200 and doomed_kid in {k["kid"] for k in jwks["keys"]}
-        assert await _reason(sub, unseen) == "unknown_kid"
+        assert await refusal(sub, unseen) == "unknown_kid"
 
 
 async def test_tenant_and_kid_never_reach_the_url(
@@ -325,10 +317,10 @@ async def test_tenant_and_kid_never_reach_the_url(
         before = await keys_requests(stack.session, keys_url)
         with capture_logs() as logs:
             for hostile in hostile_tenants:
-                assert await _reason(sub, forge(attacker, "k1", hostile)) == "unknown_tenant"
-            assert await _reason(sub, token) is None
+                assert await refusal(sub, forge(attacker, "k1", hostile)) == "unknown_tenant"
+            assert await refusal(sub, token) is None
             for kid in hostile_kids:
-                assert await _reason(sub, forge(attacker, kid, tenant)) == "unknown_kid"
+                assert await refusal(sub, forge(attacker, kid, tenant)) == "unknown_kid"
         requests = await keys_requests(stack.session, keys_url) - before
     # What the keys service answered: only the tenant's own JWKS, never another route, a 404
     # or a path it could not match.
@@ -349,7 +341,7 @@ async def test_unknown_tenant_is_refused(stack: Services) -> None:
     (token,), _ = await sign(stack.session, keys_url, await stack.tenant(), **claims)
     async with subscribed(stack) as sub:
         before = await keys_requests(stack.session, keys_url)
-        assert await _reason(sub, token) == "unknown_tenant"
+        assert await refusal(sub, token) == "unknown_tenant"
         requests = await keys_requests(stack.session, keys_url) - before
     # The keys service said so itself.
     assert requests == Counter({(JWKS_ROUTE, "404"): 1})
@@ -380,7 +372,7 @@ async def test_unreachable_jwks_with_a_cache_keeps_verifying_with_the_cached_key
             await sub.verify_jwt(first)
         # The keys service has stopped: the refetch an unknown kid triggers fails, yet that
         # token is invalid, not the verifier unavailable, and the cached keys still verify.
-        assert await _reason(sub, forge(attacker, "forged", tenant)) == "unknown_kid"
+        assert await refusal(sub, forge(attacker, "forged", tenant)) == "unknown_kid"
         assert (await sub.verify_jwt(second))["tapis/tenant_id"] == tenant
     finally:
         if sub is not None:

@@ -29,6 +29,7 @@ from pamqp import commands as spec
 
 from bench.primitives import AMQP_URL, DATABASE_URL, rabbitmq_publishes_per_second
 from bench.report import result
+from bench.stack import delete_broker_names
 from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_event
@@ -78,18 +79,20 @@ def message(n: int) -> Outgoing:
 async def run(args: argparse.Namespace) -> None:
     run_id = secrets.token_hex(4)
     names = AmqpNames(
-        exchange=f"bench.{run_id}", dead_letter_exchange=f"bench.dlx.{run_id}", queue_prefix=""
+        exchange=f"bench.{run_id}",
+        dead_letter_exchange=f"bench.dlx.{run_id}",
+        queue_prefix=f"bench.{run_id}.",
     )
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    exchange = await declare_topology(channel, names)
-    sink = await channel.declare_queue(exclusive=True, arguments={"x-queue-mode": "lazy"})
-    await sink.bind(exchange, "#")
-    broker = Broker(AMQP_URL, names)
-    await broker.start()
-    await broker.wait_connected()
     url = DATABASE_URL.rsplit("/", 1)[0] + f"/bench_outbox_{run_id}"
+    connection = await aio_pika.connect(AMQP_URL)
+    broker = Broker(AMQP_URL, names)
     try:
+        channel = await connection.channel()
+        exchange = await declare_topology(channel, names)
+        sink = await channel.declare_queue(exclusive=True, arguments={"x-queue-mode": "lazy"})
+        await sink.bind(exchange, "#")
+        await broker.start()
+        await broker.wait_connected()
         print("one channel, persistent messages, publisher confirms, one bound queue")
 
         async def raw_publishes() -> int:
@@ -117,8 +120,6 @@ async def run(args: argparse.Namespace) -> None:
 
         await migrate(url, [("bus", BUS_MIGRATIONS)])
         async with create_pool(url, max_size=20) as pool:
-            relay = OutboxRelay(pool, broker, service="bench")
-            relay.start()
 
             async def outbox() -> int:
                 committed, stop = 0, time.perf_counter() + args.seconds
@@ -140,13 +141,18 @@ async def run(args: argparse.Namespace) -> None:
                         await asyncio.sleep(0.01)
                 return committed
 
-            rate = await measured("outbox: commit → relay → confirmed", outbox)
-            await relay.stop()
+            relay = OutboxRelay(pool, broker, service="bench")
+            relay.start()
+            try:
+                rate = await measured("outbox: commit → relay → confirmed", outbox)
+            finally:
+                await relay.stop()
             result("outbox events committed and published", rate, "/s", "asyncpg_insert")
     finally:
         await broker.close()
         await connection.close()
         await drop_database(url)
+        await delete_broker_names(AMQP_URL, names, [])
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from shared.settings import AmqpNames
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -81,31 +83,41 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
         yield env
     finally:
         stack.send_signal(signal.SIGTERM)
-        stack.wait(timeout=30)
-        from shared.db import drop_database
-        from shared.settings import DATABASE_SERVICES, service_database_url
-
-        for service in DATABASE_SERVICES:
-            await drop_database(service_database_url(env, service))
-        await delete_broker_names(env)
+        try:
+            stack.wait(timeout=30)
+        finally:
+            await remove_stack_state(env)
 
 
-async def delete_broker_names(env: dict[str, str]) -> None:
-    """Delete the stack's private queues and exchanges, so benchmark runs do not pile them up
-    on the broker (the subscribers' own queues are exclusive and went with them)."""
-    import aio_pika
-
+async def remove_stack_state(env: dict[str, str]) -> None:
+    """Drop the stack's databases and delete its queues and exchanges, each step even when an
+    earlier one failed."""
     from services.issuer.events import HANDLERS as ISSUER_CONSUMERS
     from services.revocation.consumers import ON_KEY_REVOKED
-    from shared.settings import AmqpNames
+    from shared.db import drop_database
+    from shared.settings import DATABASE_SERVICES, AmqpNames, service_database_url
 
-    names = AmqpNames.from_env(env)
-    connection = await aio_pika.connect(env["TESSERA_AMQP_URL"])
+    try:
+        for service in DATABASE_SERVICES:
+            await drop_database(service_database_url(env, service))
+    finally:
+        # The durable queues of the services' consumers (a new consumer belongs here too); the
+        # subscribers' own queues are exclusive and went with their connections.
+        await delete_broker_names(
+            env["TESSERA_AMQP_URL"], AmqpNames.from_env(env), [*ISSUER_CONSUMERS, ON_KEY_REVOKED]
+        )
+
+
+async def delete_broker_names(amqp_url: str, names: AmqpNames, consumers: list[str]) -> None:
+    """Delete the consumers' queues, the dead-letter queue and both exchanges of ``names``, so
+    benchmark runs do not pile them up on the broker."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        for consumer in [*ISSUER_CONSUMERS, ON_KEY_REVOKED]:
-            await channel.queue_delete(names.queue(consumer))
-        await channel.queue_delete(names.dead_letter_queue)
+        for queue in [*(names.queue(consumer) for consumer in consumers), names.dead_letter_queue]:
+            await channel.queue_delete(queue)
         await channel.exchange_delete(names.exchange)
         await channel.exchange_delete(names.dead_letter_exchange)
     finally:

@@ -51,6 +51,18 @@ class Outgoing:
     properties: spec.Basic.Properties
 
 
+def _publish_frames(exchange: str, message: Outgoing, max_body_frame: int) -> list[Any]:
+    """The method, header and body frames of one publish; bodies longer than a frame allows go
+    in pieces (a broker with ``frame_max`` 0 sets no limit)."""
+    body = message.body
+    step = max_body_frame if max_body_frame > 0 else max(len(body), 1)
+    return [
+        spec.Basic.Publish(exchange=exchange, routing_key=message.routing_key),
+        ContentHeader(properties=message.properties, body_size=len(body)),
+        *(ContentBody(body[i : i + step]) for i in range(0, len(body), step)),
+    ]
+
+
 class Broker:
     """One robust connection and channel (with publisher confirms) and the declared topology."""
 
@@ -135,19 +147,16 @@ class Broker:
         if not messages:
             return
         assert self._channel is not None
-        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-        frames: list[Any] = []
-        for message in messages:
-            frames.append(
-                spec.Basic.Publish(exchange=exchange.name, routing_key=message.routing_key)
-            )
-            frames.append(ContentHeader(properties=message.properties, body_size=len(message.body)))
-            step = channel.max_content_size
-            frames.extend(
-                ContentBody(message.body[i : i + step]) for i in range(0, len(message.body), step)
-            )
-        payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
         async with asyncio.timeout(CONFIRM_TIMEOUT):
+            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+            payload = ChannelFrame.marshall(
+                channel_number=channel.number,
+                frames=[
+                    frame
+                    for message in messages
+                    for frame in _publish_frames(exchange.name, message, channel.max_content_size)
+                ],
+            )
             async with channel.lock:  # no other publish between ours: delivery tags count them
                 await channel.write_queue.put(payload)
                 # RabbitMQ numbers the channel's publishes 1, 2, ... and confirms by number.

@@ -112,6 +112,8 @@ async def add_events(
     ``$1``, and its arguments). It runs as part of the same statement, so the change and its
     events are atomic even outside a transaction, in one round trip.
     """
+    if not events and change is None:
+        return
     event_columns = columns((_event_args(*event) for event in events), 10)
     if change is None:
         await conn.execute("WITH" + _add_events_sql(1), *event_columns)

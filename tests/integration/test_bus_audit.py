@@ -54,17 +54,21 @@ async def test_a_change_and_its_events_commit_together_or_not_at_all_without_a_t
             (Envelope(type="thing.made", source="test", tenant="t", data={"n": n}), cause)
             for n, cause in enumerate(causes)
         ]
-        change = ("INSERT INTO things SELECT * FROM unnest($1::int[], $2::text[])", [[1], ["a"]])
+        insert = "INSERT INTO things SELECT * FROM unnest($1::int[], $2::text[])"
         async with pool.acquire() as conn:
-            await add_events(conn, events, change=change)
-            # The same id again: the insert fails, and so do the events of the statement.
+            await add_events(conn, events, change=(insert, [[1], ["a"]]))
+            # The change fails (thing 1 exists): new events of the statement are not kept.
+            new = [(Envelope(type="thing.made", source="test", tenant="t", data={}), causes[0])]
             with pytest.raises(asyncpg.UniqueViolationError):
-                await add_events(conn, events[:1], change=change)
+                await add_events(conn, new, change=(insert, [[1], ["b"]]))
+            # An event fails (it was added before): the change is not kept either.
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await add_events(conn, events[:1], change=(insert, [[2], ["c"]]))
+            assert [tuple(r) for r in await conn.fetch("SELECT * FROM things")] == [(1, "a")]
             outbox = await conn.fetch("SELECT event_id, request_id FROM outbox ORDER BY position")
             audit = await conn.fetch(
                 "SELECT event_id, actor, request_id, data FROM audit_log ORDER BY position"
             )
-            assert await conn.fetchval("SELECT count(*) FROM things") == 1
         # In the order given, each with its own cause.
         assert [(r["event_id"], r["request_id"]) for r in outbox] == [
             (e.id, c.request_id) for e, c in events

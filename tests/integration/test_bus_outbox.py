@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -130,7 +131,9 @@ async def test_relay_started_after_commit_publishes_with_headers(
         await message.ack()
 
     await queue.consume(keep)
-    events = [_event() for _ in range(300)]  # more than one relay batch
+    # More than one relay batch; occurred a day ago, so their time cannot pass for the insert's.
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    events = [replace(_event(), occurred_at=yesterday) for _ in range(300)]
     async with pool.acquire() as conn, conn.transaction():
         for event in events:
             await add_event(conn, event)

@@ -9,29 +9,16 @@ from typing import Any
 
 import asyncpg
 
-from services.issuer.domain import OPAQUE_KINDS
+from services.issuer.domain import OPAQUE_KINDS, RECORD_ORDER
 from shared.db import columns
 
-COLUMNS = (
-    "id, display_id, tenant, subject, kind, name, permissions, created_at, expires_at,"
-    " last_used_at, revoked_at, created_by, family_id, kid"
-)
+COLUMNS = ", ".join(RECORD_ORDER)
 _ACTIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
 
 
+# A new token: every field of its record but those set by later use, and its keyed hash.
 _INSERT_COLUMNS = (
-    "id",
-    "display_id",
-    "tenant",
-    "subject",
-    "kind",
-    "name",
-    "permissions",
-    "created_at",
-    "expires_at",
-    "created_by",
-    "family_id",
-    "kid",
+    *(field for field in RECORD_ORDER if field not in ("last_used_at", "revoked_at")),
     "secret_hash",
 )
 _INSERT = f"""INSERT INTO tokens ({", ".join(_INSERT_COLUMNS)})
@@ -84,19 +71,21 @@ async def lock_owners(conn: asyncpg.Connection, owners: list[tuple[str, str]]) -
     )
 
 
+def _usage_columns(usage: dict[tuple[str, str], int]) -> list[list[Any]]:
+    """Tenants, subjects and counts, in the owners' sorted order (the order locks are taken)."""
+    return columns(((*owner, usage[owner]) for owner in sorted(usage)), 3)
+
+
 async def add_usage(
     conn: asyncpg.Connection, usage: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], int]:
     """Add new tokens to each owner's usage bound (owner_usage); the bounds after adding."""
-    owners = sorted(usage)
     rows = await conn.fetch(
         """INSERT INTO owner_usage AS u (tenant, subject, issued)
            SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
            ON CONFLICT (tenant, subject) DO UPDATE SET issued = u.issued + excluded.issued
            RETURNING tenant, subject, issued""",
-        [tenant for tenant, _ in owners],
-        [subject for _, subject in owners],
-        [usage[owner] for owner in owners],
+        *_usage_columns(usage),
     )
     return {(row["tenant"], row["subject"]): row["issued"] for row in rows}
 
@@ -123,14 +112,11 @@ async def count_active(
 
 async def set_usage(conn: asyncpg.Connection, usage: dict[tuple[str, str], int]) -> None:
     """Reset owners' usage bounds to a counted value."""
-    owners = sorted(usage)
     await conn.execute(
         """UPDATE owner_usage AS u SET issued = n.issued
            FROM unnest($1::text[], $2::text[], $3::int[]) AS n(tenant, subject, issued)
            WHERE u.tenant = n.tenant AND u.subject = n.subject""",
-        [tenant for tenant, _ in owners],
-        [subject for _, subject in owners],
-        [usage[owner] for owner in owners],
+        *_usage_columns(usage),
     )
 
 

@@ -89,18 +89,13 @@ class TokenWriter:
     async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
         async with self._pool.acquire() as conn:
             if all(write.quota is None for write in writes):
-                # Nothing to count: the inserts and their events are one statement, atomic
-                # without a transaction.
-                results: list[list[Row] | Exception] = []
-                accepted: list[tuple[Row, Row, Cause]] = []
-                for write in writes:
-                    results.append(self._accept(write, accepted))
-                await self._insert(conn, accepted)
-                return results
+                # Nothing to lock or count: the inserts and their events are one statement,
+                # atomic without a transaction.
+                return await self._commit_batch(conn, writes)
             async with conn.transaction():
-                return await self._commit_within_quota(conn, writes)
+                return await self._commit_batch(conn, writes)
 
-    async def _commit_within_quota(
+    async def _commit_batch(
         self, conn: asyncpg.Connection, writes: list[Write]
     ) -> list[list[Row] | Exception]:
         results: list[list[Row] | Exception] = []

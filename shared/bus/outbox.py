@@ -37,8 +37,8 @@ log = structlog.get_logger("tessera.outbox")
 # How often the gauge of pending events is refreshed while the relay is busy.
 PENDING_REFRESH = 1.0
 PUBLISHED = Counter("tessera_outbox_published_total", "Events published and confirmed", ["service"])
-PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
+PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 
 
 @functools.cache

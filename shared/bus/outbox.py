@@ -226,8 +226,11 @@ class OutboxRelay:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            # Not asyncio.wait_for: on 3.11 it swallows a cancel that lands as the event is
+            # set, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
 
     async def _record_pending(self) -> None:
         now = time.monotonic()

@@ -300,8 +300,11 @@ class Subscriber:
         """Fill gaps when events reveal one, poll the feed now and then, drop expired entries."""
         while True:
             woken = False
+            # Not asyncio.wait_for: on 3.11 it swallows a cancel that lands as the event is
+            # set, and close() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                woken = await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+                async with asyncio.timeout(self.config.poll_interval):
+                    woken = await self._wake.wait()
             if woken and self._ahead:
                 # Out-of-order deliveries usually close a gap by themselves within moments.
                 await asyncio.sleep(self.config.gap_wait)

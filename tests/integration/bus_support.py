@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.db import BUS_MIGRATIONS, migrate
@@ -25,3 +28,13 @@ def private_names(tessera_env: dict[str, str]) -> AmqpNames:
         dead_letter_exchange=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
         queue_prefix=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
     )
+
+
+async def ends_within(stopping: Coroutine[Any, Any, None], seconds: float) -> bool:
+    """Whether ``stopping`` (a stop() or close()) returns within ``seconds``; a hung one is
+    cancelled, which cancels what it awaits once more, so the test does not hang too."""
+    task = asyncio.create_task(stopping)
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if not done:
+        task.cancel()
+    return bool(done)

@@ -20,7 +20,7 @@ from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_event
 from shared.db import create_pool
-from tests.integration.bus_support import bus_database, private_names
+from tests.integration.bus_support import bus_database, ends_within, private_names
 from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -239,3 +239,17 @@ async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(
         kept = await full.get(timeout=5)
         assert kept.body == b"1"
         assert await full.get(fail=False) is None
+
+
+async def test_relay_stops_when_woken_at_the_moment_it_is_cancelled(
+    tessera_env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # A commit's wake-up landing together with stop()'s cancel once left the relay running
+    # (asyncio.wait_for on 3.11 swallowed the cancel) and its service hung at shutdown.
+    async with _observed_broker(tessera_env) as (_, _, broker):
+        for _ in range(3):
+            relay = OutboxRelay(pool, broker, service="test", poll_interval=30)
+            relay.start()
+            await asyncio.sleep(0.5)  # idle: waiting to be woken
+            relay.wake()
+            assert await ends_within(relay.stop(), 5), "the relay kept running after stop()"

@@ -22,6 +22,7 @@ from shared.db import create_pool
 from shared.settings import AmqpNames, service_database_url
 from shared.subscriber import Subscriber, SubscriberConfig
 from shared.subscriber.revset import RevocationSet
+from tests.integration.bus_support import ends_within
 from tests.integration.revocation_support import (
     RevocationService,
     jwt_body,
@@ -96,6 +97,18 @@ async def test_live_revocation_reaches_the_subscriber_once(
         assert sub.lag_seconds == 0.0
     finally:
         await sub.close()
+
+
+async def test_subscriber_closes_when_woken_at_the_moment_it_is_closed(
+    service: RevocationService, session: aiohttp.ClientSession
+) -> None:
+    # A wake-up (here: the broker coming back) landing together with close()'s cancel once
+    # left the follow loop running (asyncio.wait_for on 3.11 swallowed the cancel).
+    sub = Subscriber(config_for(service, poll_interval=30), session)
+    await sub.start()
+    await asyncio.sleep(0.5)  # idle: waiting to be woken
+    sub._on_broker_back()
+    assert await ends_within(sub.close(), 5), "the subscriber kept following after close()"
 
 
 async def test_subscriber_stopped_during_500_revocations_knows_them_within_5s_of_restart(

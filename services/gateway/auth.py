@@ -38,8 +38,12 @@ class Authenticator:
             self._cache.pop(key, None)
 
     def record_revoked(self, record: dict[str, Any]) -> bool:
-        """A token record the issuer still lists but a revocation has already reached us."""
-        return self._subscriber.is_revoked(str(record["id"]))
+        """Whether a token record from the issuer is revoked: as the issuer knows, or as a
+        revocation that has reached us says (the issuer learns of it from an event, moments
+        after the revocation service has answered)."""
+        return record.get("revoked_at") is not None or self._subscriber.is_revoked(
+            str(record["id"])
+        )
 
     def revoked(self, principal: Principal) -> bool:
         return self._subscriber.is_revoked(principal.token_id) or bool(

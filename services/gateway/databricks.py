@@ -111,7 +111,7 @@ async def delete(request: web.Request) -> web.Response:
     if (
         record is None
         or record["subject"] != principal.subject
-        or record["revoked_at"] is not None
+        or request.app[AUTH].record_revoked(record)
         or (
             record["expires_at"]
             and datetime.fromisoformat(record["expires_at"]) <= datetime.now().astimezone()

@@ -104,7 +104,7 @@ async def revoke(request: web.Request) -> web.Response:
         record is None
         or record["kind"] != "jobmanager"
         or record["subject"] != identity
-        or record["revoked_at"] is not None
+        or request.app[AUTH].record_revoked(record)
         or (
             record["expires_at"]
             and datetime.fromisoformat(record["expires_at"]) <= datetime.now(UTC)

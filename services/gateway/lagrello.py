@@ -121,7 +121,7 @@ async def delete(request: web.Request) -> web.Response:
             record = await backends.lookup(principal.tenant, id=str(uuid.UUID(key)))
         except ValueError:
             record = None
-    if record is None or record["kind"] != "opaque" or record["revoked_at"] is not None:
+    if record is None or record["kind"] != "opaque" or request.app[AUTH].record_revoked(record):
         raise DialectError(404, "no such token", "NotFound")
     if not principal.can_create_any and record["created_by"] != principal.subject:
         raise DialectError(403, "only ADMIN or the token's creator may delete it", "Forbidden")

@@ -6,6 +6,7 @@ are 200 with ``status: success``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -156,8 +157,6 @@ async def refresh_token(request: web.Request) -> web.Response:
 @routes.post("/v3/tokens/revoke")
 async def revoke_token(request: web.Request) -> web.Response:
     _token, claims = await _body_token(request, "token")
-    from datetime import UTC, datetime
-
     revocations = await request.app[BACKENDS].revoke(
         {
             "tenant": claims["tapis/tenant_id"],

@@ -43,6 +43,9 @@ def test_create_list_delete_with_the_sdk(stack: Stack) -> None:
     assert info.token_id in listed
     assert listed[info.token_id].comment == "ci"
     w.tokens.delete(token_id=info.token_id)
+    # Deleted at once: a second delete finds nothing, though the issuer may not know it yet.
+    with pytest.raises(ResourceDoesNotExist):
+        w.tokens.delete(token_id=info.token_id)
     assert info.token_id not in {t.token_id for t in w.tokens.list()}
     # The deleted token is refused on the very next request.
     with pytest.raises(Unauthenticated):

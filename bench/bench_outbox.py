@@ -6,7 +6,7 @@
 Every figure is persistent messages with publisher confirms on one channel, to a topic
 exchange with one bound queue, from this process:
 
-- raw: aio-pika ``Exchange.publish``, 64 publishes in flight (the primitive);
+- raw: aio-pika ``Exchange.publish``, 64 publishes in flight (the primitive), same bodies;
 - ``Broker.publish_confirmed`` with batches of 1, 16 and 256 messages (one socket write each);
 - the whole outbox: writers commit events (10 per transaction, 16 at once) while the relay
   publishes them; events per second from commit to confirm.
@@ -96,7 +96,8 @@ async def run(args: argparse.Namespace) -> None:
         print("one channel, persistent messages, publisher confirms, one bound queue")
 
         async def raw_publishes() -> int:
-            return round(await rabbitmq_publishes_per_second(args.seconds) * args.seconds)
+            rate = await rabbitmq_publishes_per_second(args.seconds, body=BODY)
+            return round(rate * args.seconds)
 
         raw = await measured("raw aio-pika publish, 64 in flight", raw_publishes)
         for size in (1, 16, 256):

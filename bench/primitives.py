@@ -86,7 +86,9 @@ async def asyncpg_inserts_per_second(seconds: float, connections: int = 16) -> f
         await admin.close()
 
 
-async def rabbitmq_publishes_per_second(seconds: float, in_flight: int = 64) -> float:
+async def rabbitmq_publishes_per_second(
+    seconds: float, in_flight: int = 64, body: bytes = b'{"x":1}'
+) -> float:
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel(publisher_confirms=True)
@@ -102,7 +104,7 @@ async def rabbitmq_publishes_per_second(seconds: float, in_flight: int = 64) -> 
             nonlocal published
             while time.perf_counter() < stop:
                 await exchange.publish(
-                    aio_pika.Message(b'{"x":1}', delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key="x.v1",
                 )
                 published += 1

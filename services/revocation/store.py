@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple, fields
 from datetime import datetime
 
 import asyncpg
 
 from services.revocation.domain import Revocation, Target, new_revocation
+from shared.db import columns
 
 _COLUMNS = (
     "seq, tenant, token_id, jti, display_id, subject, kind, family_id, expires_at, revoked_at,"
@@ -65,7 +67,8 @@ async def insert_revocations(
 
     The counter row is updated first, inside the statement: its row lock is held until the
     transaction ends, so seqs become visible in order. A target revoked concurrently raises
-    ``UniqueViolationError`` (the caller retries; the rollback returns the seqs).
+    ``UniqueViolationError`` (the caller retries; the rollback returns the seqs). The unnest
+    columns are :class:`Target`'s fields, in order.
     """
     rows = await conn.fetch(
         """WITH counter AS (
@@ -82,14 +85,7 @@ async def insert_revocations(
            RETURNING seq, token_id""",
         tenant,
         len(targets),
-        [t.token_id for t in targets],
-        [t.jti for t in targets],
-        [t.display_id for t in targets],
-        [t.subject for t in targets],
-        [t.kind for t in targets],
-        [t.family_id for t in targets],
-        [t.kid for t in targets],
-        [t.expires_at for t in targets],
+        *columns((astuple(t) for t in targets), len(fields(Target))),
         now,
         reason,
         actor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -29,16 +30,26 @@ def token_issued(row: Any) -> Envelope:
     )
 
 
+def revoked_mark(
+    tenant: str, revocation: Mapping[str, Any], default_at: datetime
+) -> tuple[str, uuid.UUID, datetime] | None:
+    """What a revocation changes here, for :func:`store.mark_revoked`; None when it names no
+    token we could have issued."""
+    try:
+        token_id = uuid.UUID(str(revocation["token_id"]))
+        revoked_at = datetime.fromisoformat(
+            str(revocation.get("revoked_at") or default_at.isoformat())
+        )
+    except (KeyError, ValueError):
+        return None
+    return tenant, token_id, revoked_at
+
+
 async def on_token_revoked(conn: asyncpg.Connection, envelope: Envelope) -> None:
     """Keep our records' revoked state current (a token we never issued is ignored)."""
-    try:
-        token_id = uuid.UUID(str(envelope.data["token_id"]))
-    except (KeyError, ValueError):
-        return
-    revoked_at = datetime.fromisoformat(
-        str(envelope.data.get("revoked_at") or envelope.occurred_at.isoformat())
-    )
-    await store.mark_revoked(conn, envelope.tenant, token_id, revoked_at)
+    mark = revoked_mark(envelope.tenant, envelope.data, envelope.occurred_at)
+    if mark is not None:
+        await store.mark_revoked(conn, [mark])
 
 
 HANDLERS = {"issuer.on_token_revoked": {"token.revoked.v1": on_token_revoked}}

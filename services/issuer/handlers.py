@@ -20,6 +20,7 @@ from services.issuer.domain import (
     record_json,
 )
 from services.issuer.errors import UnknownToken
+from services.issuer.events import revoked_mark
 from services.issuer.settings import Settings
 from services.issuer.tenants import KeysClient
 from services.issuer.writer import TokenWriter
@@ -162,6 +163,24 @@ async def owner_lists(request: web.Request) -> web.Response:
         for rows in found
     ]
     return json_response({"results": results})
+
+
+@routes.post("/internal/tokens/revoked")
+async def mark_revoked(request: web.Request) -> web.Response:
+    """Count tokens revoked now, not only once their ``token.revoked`` events arrive: the
+    gateway calls this after each revocation, so its next lookup, list or quota check (here,
+    a few milliseconds later) already sees it."""
+    revocations = (await read_json_object(request)).get("revocations")
+    if not isinstance(revocations, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("tenant"), str) for r in revocations
+    ):
+        raise BadRequest("revocations must be a list of Revocation objects")
+    now = datetime.now(UTC)
+    marks = [m for r in revocations if (m := revoked_mark(r["tenant"], r, now)) is not None]
+    if not marks:
+        return json_response({"marked": 0})
+    async with request.app[POOL].acquire() as conn:
+        return json_response({"marked": await store.mark_revoked(conn, marks)})
 
 
 @routes.get("/internal/tokens/lookup")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -249,11 +250,15 @@ async def revoke_family(conn: asyncpg.Connection, family_id: uuid.UUID, now: dat
 
 
 async def mark_revoked(
-    conn: asyncpg.Connection, tenant: str, token_id: uuid.UUID, revoked_at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE tokens SET revoked_at = $3 WHERE tenant = $1 AND id = $2 AND revoked_at IS NULL",
-        tenant,
-        token_id,
-        revoked_at,
+    conn: asyncpg.Connection, marks: Sequence[tuple[str, uuid.UUID, datetime]]
+) -> int:
+    """Set ``revoked_at`` of each (tenant, token id, revoked at), in one statement; tokens
+    already revoked keep their time, ids we never issued match nothing. Returns how many
+    changed."""
+    result: str = await conn.execute(
+        """UPDATE tokens SET revoked_at = m.revoked_at
+           FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS m(tenant, id, revoked_at)
+           WHERE tokens.tenant = m.tenant AND tokens.id = m.id AND tokens.revoked_at IS NULL""",
+        *columns(marks, 3),
     )
+    return int(result.split()[-1])

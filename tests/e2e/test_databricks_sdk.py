@@ -120,6 +120,18 @@ def test_quota_exceeded_is_a_400(stack: Stack) -> None:
     assert status == 400 and body["error_code"] == "QUOTA_EXCEEDED"
 
 
+def test_a_deleted_token_frees_its_quota_place_at_once(stack: Stack) -> None:
+    # A script rotating its tokens at the quota: delete the oldest, create the next, at once.
+    tenant = unique("quota").replace("-", "")
+    assert stack.cli("tenant", "create", tenant, "--token-quota", "2").returncode == 0
+    w = client(stack, mint(stack, unique("gus"), tenant=tenant))
+    oldest = w.tokens.create(comment="2").token_info.token_id
+    for n in range(3, 13):
+        w.tokens.delete(token_id=oldest)
+        oldest = w.tokens.create(comment=str(n)).token_info.token_id
+    assert len(list(w.tokens.list())) == 2
+
+
 def test_well_known_probe_answers_fast_without_auth(stack: Stack) -> None:
     status, body = http_json("GET", f"{stack.gateway}/.well-known/databricks-config")
     assert status == 404 and body["error_code"] == "NOT_FOUND" and "workspace_id" not in body

@@ -259,6 +259,45 @@ async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict
             await asyncio.sleep(0.1)
 
 
+async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant, other = await s.tenant(quota=1), await s.tenant()
+        _, mine = await create(s, tenant, "eve")
+        _, theirs = await create(s, other, "eve")
+        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        revoked = "SELECT id::text FROM tokens WHERE revoked_at IS NOT NULL ORDER BY id"
+        for bad in ({"revocations": "x"}, {"revocations": [{"token_id": mine["token"]["id"]}]}):
+            status, body = await s.call("POST", "issuer", "/internal/tokens/revoked", json=bad)
+            assert (status, body["error"]) == (400, "bad_request")
+        assert await conn.fetch(revoked) == []
+        at = "2026-01-02T03:04:05+00:00"
+        marks = [
+            {"tenant": tenant, "token_id": mine["token"]["id"], "revoked_at": at},
+            {"tenant": tenant, "token_id": theirs["token"]["id"], "revoked_at": at},
+            {"tenant": tenant, "token_id": "a-jti-we-never-issued"},
+        ]
+        status, body = await s.call(
+            "POST", "issuer", "/internal/tokens/revoked", json={"revocations": marks}
+        )
+        assert (status, body) == (200, {"marked": 1})
+        # No event needed: the token is refused, and its quota place is free, at once.
+        status, _ = await s.call(
+            "POST", "issuer", "/internal/authenticate", json={"token": mine["value"]}
+        )
+        assert status == 401
+        status, _ = await create(s, tenant, "eve")
+        assert status == 200
+        status, _ = await s.call(
+            "POST", "issuer", "/internal/authenticate", json={"token": theirs["value"]}
+        )
+        assert status == 200
+        rows = await conn.fetch("SELECT revoked_at FROM tokens WHERE revoked_at IS NOT NULL")
+        await conn.close()
+        assert [r["revoked_at"].isoformat() for r in rows] == [at]
+
+
 async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str, str]) -> None:
     async with running_services(tessera_env) as s:
         tenant = await s.tenant()

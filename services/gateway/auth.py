@@ -39,8 +39,8 @@ class Authenticator:
 
     def record_revoked(self, record: dict[str, Any]) -> bool:
         """Whether a token record from the issuer is revoked: as the issuer knows, or as a
-        revocation that has reached us says (the issuer learns of it from an event, moments
-        after the revocation service has answered)."""
+        revocation that has reached this gateway says (another gateway's revocation reaches
+        the issuer and us by events, in either order)."""
         return record.get("revoked_at") is not None or self._subscriber.is_revoked(
             str(record["id"])
         )
@@ -103,8 +103,16 @@ class Authenticator:
         self._by_token_id[principal.token_id] = key
         return principal
 
-    def apply_revocations(self, revocations: list[dict[str, Any]]) -> None:
-        """The gateway's own revocations take effect here before the reply is sent."""
+    async def revoke(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Revoke through the revocation service (``POST /internal/revocations`` body); the
+        revocations take effect here at once, then the issuer is told, all before the reply.
+
+        The issuer would learn of them from their ``token.revoked`` events, milliseconds
+        later; a client that deletes a token and at once creates one at its quota, or deletes
+        it again, must already see the first delete."""
+        revocations = await self._backends.revoke(body)
         for revocation in revocations:
             self._subscriber.apply(revocation)
             self._forget(revocation)
+        await self._backends.mark_revoked(revocations)
+        return revocations

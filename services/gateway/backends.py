@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -10,10 +11,11 @@ from aiohttp import ClientSession
 from services.gateway.settings import Settings
 from shared.batching import Batcher
 from shared.cache import TtlCache
-from shared.errors import TesseraError
 from shared.http import call_service, raise_for_service_error
 
 log = structlog.get_logger("tessera.gateway")
+# How long a revocation's answer waits for the issuer to note it (Authenticator.revoke).
+MARK_TIMEOUT = 2.0
 
 # What the dialects' owner lists read of a TokenRecord.
 LIST_FIELDS = ["id", "display_id", "name", "created_at", "expires_at"]
@@ -114,25 +116,26 @@ class Backends:
 
     # revocation
     async def revoke(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """Revoke through the revocation service, then have the issuer count the tokens
-        revoked before we answer. Its ``token.revoked`` consumer would, milliseconds later; a
-        client deleting a token and at once creating one at its quota, or deleting it again,
-        must already see the first delete."""
         result = await self._call(
             "revocation", "POST", f"{self._revocation}/internal/revocations", body
         )
-        revocations = list(result["revocations"])
+        return list(result["revocations"])
+
+    async def mark_revoked(self, revocations: list[dict[str, Any]]) -> None:
+        """Have the issuer count these tokens revoked now. Best effort, for at most
+        MARK_TIMEOUT seconds: the revocations hold regardless and their events will tell it."""
+        if not revocations:
+            return
         try:
-            await self._call(
-                "issuer",
-                "POST",
-                f"{self._issuer}/internal/tokens/revoked",
-                {"revocations": revocations},
-            )
-        except TesseraError as exc:
-            # The revocation holds and its event is on the way; only read-your-writes waits.
-            log.warning("issuer not told of a revocation; its event will", error=exc.message)
-        return revocations
+            async with asyncio.timeout(MARK_TIMEOUT):
+                await self._call(
+                    "issuer",
+                    "POST",
+                    f"{self._issuer}/internal/tokens/revoked",
+                    {"revocations": revocations},
+                )
+        except Exception as exc:
+            log.warning("issuer not told of a revocation; its event will", error=repr(exc))
 
     async def feed(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(

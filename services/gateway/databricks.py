@@ -118,7 +118,7 @@ async def delete(request: web.Request) -> web.Response:
         )
     ):
         raise DialectError(404, f"Token with id {token_id} does not exist.")
-    revocations = await request.app[BACKENDS].revoke(
+    await request.app[AUTH].revoke(
         {
             "tenant": principal.tenant,
             "record": record,
@@ -126,5 +126,4 @@ async def delete(request: web.Request) -> web.Response:
             "actor": principal.actor,
         }
     )
-    request.app[AUTH].apply_revocations(revocations)
     return json_response({})

@@ -111,7 +111,7 @@ async def revoke(request: web.Request) -> web.Response:
         )
     ):
         raise DialectError(404, "Token not found")
-    revocations = await request.app[BACKENDS].revoke(
+    await request.app[AUTH].revoke(
         {
             "tenant": tenant,
             "record": record,
@@ -119,5 +119,4 @@ async def revoke(request: web.Request) -> web.Response:
             "actor": f"{identity}@{tenant}",
         }
     )
-    request.app[AUTH].apply_revocations(revocations)
     return json_response({"token": token, "identity": identity})

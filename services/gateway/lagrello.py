@@ -125,7 +125,7 @@ async def delete(request: web.Request) -> web.Response:
         raise DialectError(404, "no such token", "NotFound")
     if not principal.can_create_any and record["created_by"] != principal.subject:
         raise DialectError(403, "only ADMIN or the token's creator may delete it", "Forbidden")
-    revocations = await backends.revoke(
+    await request.app[AUTH].revoke(
         {
             "tenant": principal.tenant,
             "record": record,
@@ -133,5 +133,4 @@ async def delete(request: web.Request) -> web.Response:
             "actor": principal.actor,
         }
     )
-    request.app[AUTH].apply_revocations(revocations)
     return web.Response(status=204)

@@ -88,7 +88,7 @@ async def revoke(request: web.Request) -> web.Response:
             "display_id": subject.display_id,
             "expires_at": expires,
         }
-    request.app[AUTH].apply_revocations(await request.app[BACKENDS].revoke(body))
+    await request.app[AUTH].revoke(body)
     return json_response({})
 
 

@@ -157,7 +157,7 @@ async def refresh_token(request: web.Request) -> web.Response:
 @routes.post("/v3/tokens/revoke")
 async def revoke_token(request: web.Request) -> web.Response:
     _token, claims = await _body_token(request, "token")
-    revocations = await request.app[BACKENDS].revoke(
+    await request.app[AUTH].revoke(
         {
             "tenant": claims["tapis/tenant_id"],
             "jwt": {
@@ -168,7 +168,6 @@ async def revoke_token(request: web.Request) -> web.Response:
             "reason": "revoked",
         }
     )
-    request.app[AUTH].apply_revocations(revocations)
     return ok(request, "", f"Token {claims['jti']} has been revoked.")
 
 

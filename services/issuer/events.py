@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
 from services.issuer import store
 from shared.bus.envelope import Envelope
+
+log = structlog.get_logger("tessera.issuer")
 
 
 def token_issued(row: Any) -> Envelope:
@@ -34,14 +37,21 @@ def revoked_mark(
     tenant: str, revocation: Mapping[str, Any], default_at: datetime
 ) -> tuple[str, uuid.UUID, datetime] | None:
     """What a revocation changes here, for :func:`store.mark_revoked`; None when it names no
-    token we could have issued."""
+    token we could have issued. A missing or unusable ``revoked_at`` (not ISO 8601, or out of
+    PostgreSQL's range) is ``default_at``: the token is revoked either way."""
     try:
         token_id = uuid.UUID(str(revocation["token_id"]))
-        revoked_at = datetime.fromisoformat(
-            str(revocation.get("revoked_at") or default_at.isoformat())
-        )
     except (KeyError, ValueError):
         return None
+    raw = revocation.get("revoked_at")
+    try:
+        at = datetime.fromisoformat(str(raw))
+        # No zone means UTC; astimezone raises for the years PostgreSQL could not take.
+        revoked_at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        if raw is not None:
+            log.warning("unusable revoked_at, using the event time", token_id=str(token_id))
+        revoked_at = default_at
     return tenant, token_id, revoked_at
 
 

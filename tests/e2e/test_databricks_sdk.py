@@ -43,7 +43,7 @@ def test_create_list_delete_with_the_sdk(stack: Stack) -> None:
     assert info.token_id in listed
     assert listed[info.token_id].comment == "ci"
     w.tokens.delete(token_id=info.token_id)
-    # Deleted at once: a second delete finds nothing, though the issuer may not know it yet.
+    # Deleted at once: a second delete finds nothing (the issuer was told before the answer).
     with pytest.raises(ResourceDoesNotExist):
         w.tokens.delete(token_id=info.token_id)
     assert info.token_id not in {t.token_id for t in w.tokens.list()}
@@ -125,10 +125,10 @@ def test_a_deleted_token_frees_its_quota_place_at_once(stack: Stack) -> None:
     tenant = unique("quota").replace("-", "")
     assert stack.cli("tenant", "create", tenant, "--token-quota", "2").returncode == 0
     w = client(stack, mint(stack, unique("gus"), tenant=tenant))
-    oldest = w.tokens.create(comment="2").token_info.token_id
+    previous = w.tokens.create(comment="2").token_info.token_id
     for n in range(3, 13):
-        w.tokens.delete(token_id=oldest)
-        oldest = w.tokens.create(comment=str(n)).token_info.token_id
+        w.tokens.delete(token_id=previous)
+        previous = w.tokens.create(comment=str(n)).token_info.token_id
     assert len(list(w.tokens.list())) == 2
 
 

@@ -61,7 +61,7 @@ def test_create_list_and_delete(stack: Stack, tenant: str) -> None:
     )
     assert status == 204 and body == b"" and "Content-Type" not in headers
     status, error = http_json("DELETE", f"{stack.gateway}/v1/tokens/{ids[0]}", headers=auth(admin))
-    assert status == 404 and error["errorType"] == "NotFound"  # at once, before the issuer knows
+    assert status == 404 and error["errorType"] == "NotFound"  # at once
     status, error = http_json("GET", f"{stack.gateway}/v1/tokens", headers=auth(made["tokenKey"]))
     assert (
         status == 403

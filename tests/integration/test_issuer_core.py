@@ -266,36 +266,49 @@ async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
         tenant, other = await s.tenant(quota=1), await s.tenant()
         _, mine = await create(s, tenant, "eve")
         _, theirs = await create(s, other, "eve")
+
+        async def mark(*revocations: dict[str, object]) -> tuple[int, dict]:  # type: ignore[type-arg]
+            return await s.call(
+                "POST", "issuer", "/internal/tokens/revoked", json={"revocations": revocations}
+            )
+
         conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
-        revoked = "SELECT id::text FROM tokens WHERE revoked_at IS NOT NULL ORDER BY id"
-        for bad in ({"revocations": "x"}, {"revocations": [{"token_id": mine["token"]["id"]}]}):
-            status, body = await s.call("POST", "issuer", "/internal/tokens/revoked", json=bad)
-            assert (status, body["error"]) == (400, "bad_request")
-        assert await conn.fetch(revoked) == []
-        at = "2026-01-02T03:04:05+00:00"
-        marks = [
-            {"tenant": tenant, "token_id": mine["token"]["id"], "revoked_at": at},
-            {"tenant": tenant, "token_id": theirs["token"]["id"], "revoked_at": at},
-            {"tenant": tenant, "token_id": "a-jti-we-never-issued"},
-        ]
-        status, body = await s.call(
-            "POST", "issuer", "/internal/tokens/revoked", json={"revocations": marks}
-        )
-        assert (status, body) == (200, {"marked": 1})
-        # No event needed: the token is refused, and its quota place is free, at once.
-        status, _ = await s.call(
-            "POST", "issuer", "/internal/authenticate", json={"token": mine["value"]}
-        )
-        assert status == 401
-        status, _ = await create(s, tenant, "eve")
-        assert status == 200
-        status, _ = await s.call(
-            "POST", "issuer", "/internal/authenticate", json={"token": theirs["value"]}
-        )
-        assert status == 200
-        rows = await conn.fetch("SELECT revoked_at FROM tokens WHERE revoked_at IS NOT NULL")
-        await conn.close()
-        assert [r["revoked_at"].isoformat() for r in rows] == [at]
+        try:
+            revoked = "SELECT id::text, revoked_at FROM tokens WHERE revoked_at IS NOT NULL"
+            for bad in ({"revocations": "x"}, {"revocations": [{"token_id": "a"}]}):
+                status, body = await s.call("POST", "issuer", "/internal/tokens/revoked", json=bad)
+                assert (status, body["error"]) == (400, "bad_request")
+            assert await conn.fetch(revoked) == []
+            at = "2026-01-02T03:04:05+00:00"
+            status, body = await mark(
+                {"tenant": tenant, "token_id": mine["token"]["id"], "revoked_at": at},
+                {"tenant": tenant, "token_id": theirs["token"]["id"], "revoked_at": at},
+                {"tenant": tenant, "token_id": "a-jti-we-never-issued"},
+            )
+            assert (status, body) == (200, {"marked": 1})
+            # No event needed: the token is refused, and its quota place is free, at once.
+            status, _ = await s.call(
+                "POST", "issuer", "/internal/authenticate", json={"token": mine["value"]}
+            )
+            assert status == 401
+            status, _ = await create(s, tenant, "eve")
+            assert status == 200
+            status, _ = await s.call(
+                "POST", "issuer", "/internal/authenticate", json={"token": theirs["value"]}
+            )
+            assert status == 200
+            # Marking again, or with a time PostgreSQL cannot hold, moves nothing.
+            for again in (at.replace("2026", "2027"), "0001-01-01T00:00:00+01:00", "junk"):
+                status, body = await mark(
+                    {"tenant": tenant, "token_id": mine["token"]["id"], "revoked_at": again}
+                )
+                assert (status, body) == (200, {"marked": 0})
+            rows = await conn.fetch(revoked)
+            assert [(r["id"], r["revoked_at"].isoformat()) for r in rows] == [
+                (mine["token"]["id"], at)
+            ]
+        finally:
+            await conn.close()
 
 
 async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str, str]) -> None:

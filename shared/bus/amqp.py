@@ -166,7 +166,15 @@ class Broker:
                     confirmation = channel.create_future()
                     channel.confirmations[channel.delivery_tag] = confirmation
                     confirmations.append(confirmation)
-            await asyncio.gather(*confirmations)
+            try:
+                await asyncio.gather(*confirmations)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stopped, or the timeout
+                # aiormq fails pending confirms with CancelledError when it closes the channel:
+                # this publish failed, and the relay must retry it, not stop.
+                raise BrokerUnavailable("the channel closed before every confirm") from None
 
     async def new_channel(self, **kwargs: Any) -> AbstractRobustChannel:
         """A further channel on the same connection (consumers get their own)."""

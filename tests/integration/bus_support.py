@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Coroutine
 from typing import Any
@@ -31,10 +32,15 @@ def private_names(tessera_env: dict[str, str]) -> AmqpNames:
 
 
 async def ends_within(stopping: Coroutine[Any, Any, None], seconds: float) -> bool:
-    """Whether ``stopping`` (a stop() or close()) returns within ``seconds``; a hung one is
-    cancelled, which cancels what it awaits once more, so the test does not hang too."""
+    """Whether ``stopping`` (a stop() or close()) returns within ``seconds``; one that raises
+    raises here. A hung one is cancelled, which cancels what it awaits once more, so the test
+    does not hang too."""
     task = asyncio.create_task(stopping)
     done, _ = await asyncio.wait([task], timeout=seconds)
-    if not done:
-        task.cancel()
-    return bool(done)
+    if done:
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False

@@ -253,3 +253,25 @@ async def test_relay_stops_when_woken_at_the_moment_it_is_cancelled(
             await asyncio.sleep(0.5)  # idle: waiting to be woken
             relay.wake()
             assert await ends_within(relay.stop(), 5), "the relay kept running after stop()"
+
+
+async def test_publish_confirmed_raises_a_failure_when_the_channel_closes_under_it(
+    tessera_env: dict[str, str],
+) -> None:
+    async with _observed_broker(tessera_env) as (channel, exchange, broker):
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, "test.big.v1")
+        underlay = await (await broker.channel()).get_underlay_channel()
+        publishing = asyncio.create_task(
+            broker.publish_confirmed(
+                [_outgoing("test.big.v1", b"x" * 1_000_000, n) for n in range(50)]
+            )
+        )
+        while not underlay.confirmations:
+            await asyncio.sleep(0)
+        # Closing fails the pending confirms, with CancelledError (aiormq's default) or the
+        # connection's error: either way the publish must fail as an Exception, so that the
+        # relay retries; a CancelledError would end the relay's task.
+        await underlay.connection.close()
+        (outcome,) = await asyncio.gather(publishing, return_exceptions=True)
+        assert isinstance(outcome, Exception), outcome  # CancelledError is no Exception

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, fields
 from datetime import datetime
+from operator import attrgetter
 
 import asyncpg
 
@@ -14,6 +14,18 @@ _COLUMNS = (
     "seq, tenant, token_id, jti, display_id, subject, kind, family_id, expires_at, revoked_at,"
     " reason, kid"
 )
+# The Target fields in the order of insert_revocations' unnest($3 … $10).
+_TARGET_COLUMNS = (
+    "token_id",
+    "jti",
+    "display_id",
+    "subject",
+    "kind",
+    "family_id",
+    "kid",
+    "expires_at",
+)
+_target_columns = attrgetter(*_TARGET_COLUMNS)
 # Any constant works; it only has to be the same in every replica.
 PRUNE_LOCK = 7_345_210_301
 
@@ -67,8 +79,7 @@ async def insert_revocations(
 
     The counter row is updated first, inside the statement: its row lock is held until the
     transaction ends, so seqs become visible in order. A target revoked concurrently raises
-    ``UniqueViolationError`` (the caller retries; the rollback returns the seqs). The unnest
-    columns are :class:`Target`'s fields, in order.
+    ``UniqueViolationError`` (the caller retries; the rollback returns the seqs).
     """
     rows = await conn.fetch(
         """WITH counter AS (
@@ -85,7 +96,7 @@ async def insert_revocations(
            RETURNING seq, token_id""",
         tenant,
         len(targets),
-        *columns((astuple(t) for t in targets), len(fields(Target))),
+        *columns(map(_target_columns, targets), len(_TARGET_COLUMNS)),
         now,
         reason,
         actor,

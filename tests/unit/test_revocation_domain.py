@@ -20,6 +20,11 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
+def _last_character_changed(token: str) -> str:
+    """The token with a broken checksum (a fixed "x" left 1 token in 62 intact)."""
+    return token[:-1] + ("x" if token[-1] != "x" else "y")
+
+
 def _record(**overrides: object) -> dict[str, object]:
     record: dict[str, object] = {
         "id": str(uuid.uuid4()),
@@ -64,7 +69,7 @@ def test_opaque_and_databricks_values_are_accepted_by_shape(value: str) -> None:
         {"tenant": "acme", "subject": "a", "kid": "k"},
         {"tenant": "", "subject": "a"},
         {"tenant": "UPPER", "subject": "a"},
-        {"tenant": "acme", "token": new_opaque_token()[:-1] + "x"},
+        {"tenant": "acme", "token": _last_character_changed(new_opaque_token())},
         {"tenant": "acme", "display_id": "ABC"},
         {"tenant": "acme", "subject": ""},
         {"tenant": "acme", "subject": "x" * 300},

@@ -55,8 +55,8 @@ class EventQueue:
     async def start(self, wait: float) -> None:
         """Start connecting; wait up to ``wait`` seconds for the queue to be consuming."""
         self._task = asyncio.create_task(self._connect_forever(), name=f"subscriber-{self._name}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), wait)
+        # asyncio.wait, not wait_for(shield(...)): on 3.11 that can swallow a cancel of start().
+        await asyncio.wait([self._task], timeout=wait)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from operator import attrgetter
 
 import asyncpg
 
 from services.revocation.domain import Revocation, Target, new_revocation
-from shared.db import columns
 
 _COLUMNS = (
     "seq, tenant, token_id, jti, display_id, subject, kind, family_id, expires_at, revoked_at,"
     " reason, kid"
 )
-# The Target fields in the order of insert_revocations' unnest($3 … $10).
-_TARGET_COLUMNS = (
-    "token_id",
-    "jti",
-    "display_id",
-    "subject",
-    "kind",
-    "family_id",
-    "kid",
-    "expires_at",
-)
-_target_columns = attrgetter(*_TARGET_COLUMNS)
 # Any constant works; it only has to be the same in every replica.
 PRUNE_LOCK = 7_345_210_301
 
@@ -96,7 +82,14 @@ async def insert_revocations(
            RETURNING seq, token_id""",
         tenant,
         len(targets),
-        *columns(map(_target_columns, targets), len(_TARGET_COLUMNS)),
+        [t.token_id for t in targets],
+        [t.jti for t in targets],
+        [t.display_id for t in targets],
+        [t.subject for t in targets],
+        [t.kind for t in targets],
+        [t.family_id for t in targets],
+        [t.kid for t in targets],
+        [t.expires_at for t in targets],
         now,
         reason,
         actor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from services.gateway.backends import Backends
@@ -18,6 +19,12 @@ from shared.errors import Unauthenticated, Unavailable
 from shared.logging import bind_actor
 from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
 from shared.tokens import classify
+
+
+def record_expired(record: dict[str, Any]) -> bool:
+    """Whether a token record from the issuer has passed its expiry (None: never expires)."""
+    expires = record["expires_at"]
+    return bool(expires) and datetime.fromisoformat(expires) <= datetime.now(UTC)
 
 
 class Authenticator:

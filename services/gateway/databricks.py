@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.auth import record_expired
 from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
@@ -112,10 +113,7 @@ async def delete(request: web.Request) -> web.Response:
         record is None
         or record["subject"] != principal.subject
         or request.app[AUTH].record_revoked(record)
-        or (
-            record["expires_at"]
-            and datetime.fromisoformat(record["expires_at"]) <= datetime.now().astimezone()
-        )
+        or record_expired(record)
     ):
         raise DialectError(404, f"Token with id {token_id} does not exist.")
     await request.app[AUTH].revoke(

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.auth import record_expired
 from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.requests import client_address, json_body
@@ -105,10 +106,7 @@ async def revoke(request: web.Request) -> web.Response:
         or record["kind"] != "jobmanager"
         or record["subject"] != identity
         or request.app[AUTH].record_revoked(record)
-        or (
-            record["expires_at"]
-            and datetime.fromisoformat(record["expires_at"]) <= datetime.now(UTC)
-        )
+        or record_expired(record)
     ):
         raise DialectError(404, "Token not found")
     await request.app[AUTH].revoke(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, record_expired
 from services.gateway.backends import Backends
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
@@ -63,3 +63,10 @@ async def test_a_record_is_revoked_by_the_issuers_word_or_by_a_revocation_seen_h
     assert auth.record_revoked(listed)
     assert auth.record_revoked({**listed, "revoked_at": None})
     assert not auth.record_revoked(_record())
+
+
+def test_a_record_is_expired_once_its_expiry_has_passed() -> None:
+    now = datetime.now(UTC)
+    assert record_expired(_record(expires_at=(now - timedelta(seconds=1)).isoformat()))
+    assert not record_expired(_record(expires_at=(now + timedelta(minutes=1)).isoformat()))
+    assert not record_expired(_record(expires_at=None))  # never expires

@@ -95,7 +95,8 @@ async def run(args: argparse.Namespace) -> None:
 
             async def create(n: int) -> None:
                 async with session.post(
-                    f"{issuer}/internal/tokens", json={"tenant": "bench", "subject": f"u{n}"}
+                    f"{issuer}/internal/tokens",
+                    json={"tenant": "bench", "subject": f"u{n}", "minter": {"kind": "operator"}},
                 ) as resp:
                     assert resp.status == 200, await resp.text()
                     values.append((await resp.json())["value"])

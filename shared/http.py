@@ -42,6 +42,9 @@ LATENCY = Histogram(
 ReadinessCheck = Callable[[], Awaitable[None]]
 READINESS_CHECKS: web.AppKey[list[tuple[str, ReadinessCheck]]] = web.AppKey("readiness_checks")
 SERVICE_NAME: web.AppKey[str] = web.AppKey("service_name", str)
+# Whether X-Tessera-Actor is believed: only between Tessera's own services, never on a public
+# listener, where anyone could name any actor for the audit trail.
+ACTOR_FROM_HEADER: web.AppKey[bool] = web.AppKey("actor_from_header", bool)
 
 
 def json_response(
@@ -66,7 +69,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     sent_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = accept_request_id(sent_id)
     bind_request_id(request_id)
-    bind_actor(request.headers.get(ACTOR_HEADER))
+    trusted = request.app.get(ACTOR_FROM_HEADER, True)
+    bind_actor(request.headers.get(ACTOR_HEADER) if trusted else None)
     service = request.app.get(SERVICE_NAME, "tessera")
     started = time.perf_counter()
     status = 500

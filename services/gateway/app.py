@@ -15,7 +15,7 @@ from services.gateway.errors import VERSION, dialect_errors
 from services.gateway.openapi import openapi
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
-from shared.http import base_app, call_service, internal_session, json_response
+from shared.http import ACTOR_FROM_HEADER, base_app, call_service, internal_session, json_response
 from shared.service import COMMON, StartupError
 from shared.subscriber import FeedUnavailable, Subscriber, SubscriberConfig
 
@@ -81,6 +81,7 @@ async def openapi_document(_request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app("gateway", middlewares=[dialect_errors])
+    app[ACTOR_FROM_HEADER] = False  # the actor is the authenticated principal, never a header
     app[SETTINGS] = settings
     app[COMMON] = settings.common
     app[VERSION] = settings.common.version

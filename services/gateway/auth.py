@@ -12,13 +12,31 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from services.gateway.backends import Backends
-from services.gateway.principal import Principal
+from services.gateway.errors import DialectError
+from services.gateway.principal import Principal, from_claims, from_issuer
 from services.gateway.ratelimit import Limits
+from shared.authz import Action, Target, allowed
 from shared.errors import Unauthenticated, Unavailable
 from shared.logging import bind_actor
 from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
 from shared.tokens import classify
+
+log = structlog.get_logger("tessera.gateway")
+
+
+def require(
+    principal: Principal, action: Action, target: Target | None, refusal: DialectError
+) -> None:
+    """Raise ``refusal`` (the dialect's answer, which reveals nothing) unless
+    :func:`shared.authz.allowed` lets ``principal`` perform ``action`` on ``target``; the
+    reason is logged, never sent."""
+    decision = allowed(principal, action, target)
+    if not decision:
+        log.info("refused", action=str(action), actor=principal.actor, reason=decision.reason)
+        raise refusal
 
 
 def record_expired(record: dict[str, Any]) -> bool:
@@ -81,12 +99,22 @@ class Authenticator:
         except InvalidToken as exc:
             raise Unauthenticated(f"invalid token: {exc.reason}") from None
 
-    async def _jwt(self, token: str) -> Principal:
-        claims = await self.verify_jwt(token)
+    async def refresh_token_tenant(self, token: str) -> str | None:
+        """The tenant of a valid, unrevoked refresh JWT; None for anything else."""
+        if classify(token) != "jwt":
+            return None
         try:
-            return Principal.from_claims(claims)
-        except (KeyError, TypeError, ValueError):
-            raise Unauthenticated("the token lacks Tessera's claims") from None
+            claims = await self.verify_jwt(token)
+        except Unauthenticated:
+            return None
+        if claims.get("tapis/token_type") != "refresh" or self._subscriber.is_revoked(
+            str(claims.get("jti"))
+        ):
+            return None
+        return str(claims.get("tapis/tenant_id"))
+
+    async def _jwt(self, token: str) -> Principal:
+        return from_claims(await self.verify_jwt(token))
 
     async def _opaque(self, token: str) -> Principal:
         key = hashlib.sha256(token.encode()).digest()
@@ -102,7 +130,7 @@ class Authenticator:
             raise Unauthenticated("invalid credential")
         if status != 200 or not isinstance(body, dict):
             raise Unavailable("the issuer service is unavailable")
-        principal = Principal.from_issuer(body)
+        principal = from_issuer(body)
         if len(self._cache) > 100_000:
             self._cache.clear()
             self._by_token_id.clear()

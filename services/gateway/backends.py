@@ -9,6 +9,7 @@ import structlog
 from aiohttp import ClientSession
 
 from services.gateway.settings import Settings
+from shared.authz import DEFAULT_MAX_LIFETIME
 from shared.batching import Batcher
 from shared.cache import TtlCache
 from shared.http import call_service, raise_for_service_error
@@ -149,6 +150,13 @@ class Backends:
         remembered for ``TESSERA_TENANT_CACHE_SECONDS`` (tenants are never deleted)."""
         found = await self._tenants.get(tenant, lambda: self._fetch_tenant(tenant))
         return dict(found) if found is not None else None
+
+    async def max_lifetime(self, tenant: str) -> int:
+        """The tenant's maximum credential lifetime in seconds (CONTRACTS.md §0)."""
+        found = await self.tenant(tenant)
+        if found is None:
+            return DEFAULT_MAX_LIFETIME
+        return int(found.get("max_lifetime") or DEFAULT_MAX_LIFETIME)
 
     async def _fetch_tenant(self, tenant: str) -> dict[str, Any] | None:
         status, body = await call_service(

@@ -8,11 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.auth import record_expired
+from services.gateway.auth import record_expired, require
 from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal, json_object
+from shared.authz import Action, Target
 from shared.errors import TesseraError
 from shared.http import json_response
 
@@ -40,6 +41,10 @@ async def caller(request: web.Request) -> Principal:
     return await bearer_principal(request, 401)
 
 
+def forbidden(what: str) -> DialectError:
+    return DialectError(403, f"this credential may not {what} Databricks tokens")
+
+
 @routes.get("/.well-known/databricks-config")
 async def well_known(_request: web.Request) -> web.Response:
     # The SDK probes this without auth; a fast 404 tells it this is not a Databricks workspace.
@@ -51,17 +56,20 @@ async def well_known(_request: web.Request) -> web.Response:
 @routes.post("/api/2.0/token/create")
 async def create(request: web.Request) -> web.Response:
     principal = await caller(request)
+    own = Target(principal.tenant, principal.subject)
+    require(principal, Action.TOKEN_CREATE, own, forbidden("create"))
     body = await json_object(request, allow_empty=True)
     comment = body.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > 255):
         raise DialectError(400, "comment must be a string of at most 255 characters")
     lifetime = body.get("lifetime_seconds")
     if lifetime is None:
-        lifetime = request.app[SETTINGS].databricks_default_lifetime
+        lifetime = min(
+            request.app[SETTINGS].databricks_default_lifetime,
+            await request.app[BACKENDS].max_lifetime(principal.tenant),
+        )
     elif not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
         raise DialectError(400, "lifetime_seconds must be a positive integer")
-    elif lifetime > 100 * 365 * 86400:
-        raise DialectError(400, "lifetime_seconds is too large")
     scopes = body.get("scopes")
     if scopes is not None and (
         not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)
@@ -75,6 +83,7 @@ async def create(request: web.Request) -> web.Response:
             name=comment or None,
             ttl_seconds=lifetime,
             created_by=principal.subject,
+            minter=principal.to_json(),
         )
     except TesseraError as exc:
         if exc.code != "quota_exceeded":
@@ -88,6 +97,7 @@ async def create(request: web.Request) -> web.Response:
 @routes.get("/api/2.0/token/list")
 async def list_tokens(request: web.Request) -> web.Response:
     principal = await caller(request)
+    require(principal, Action.TOKEN_LIST, Target(principal.tenant), forbidden("list"))
     tokens = await request.app[BACKENDS].owner_tokens(
         principal.tenant, principal.subject, ["databricks"], 1000
     )
@@ -99,6 +109,12 @@ async def list_tokens(request: web.Request) -> web.Response:
 @routes.post("/api/2.0/token/delete")
 async def delete(request: web.Request) -> web.Response:
     principal = await caller(request)
+    require(
+        principal,
+        Action.TOKEN_DELETE,
+        Target(principal.tenant, principal.subject),
+        forbidden("delete"),
+    )
     body = await json_object(request)
     token_id = body.get("token_id")
     if not isinstance(token_id, str) or not token_id:
@@ -109,13 +125,10 @@ async def delete(request: web.Request) -> web.Response:
         else None
     )
     # Unknown, expired, revoked and another user's tokens look the same: they do not exist.
-    if (
-        record is None
-        or record["subject"] != principal.subject
-        or request.app[AUTH].record_revoked(record)
-        or record_expired(record)
-    ):
-        raise DialectError(404, f"Token with id {token_id} does not exist.")
+    missing = DialectError(404, f"Token with id {token_id} does not exist.")
+    if record is None or request.app[AUTH].record_revoked(record) or record_expired(record):
+        raise missing
+    require(principal, Action.TOKEN_DELETE, Target.of_record(record), missing)
     await request.app[AUTH].revoke(
         {
             "tenant": principal.tenant,

@@ -10,21 +10,37 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.auth import record_expired
+from services.gateway.auth import record_expired, require
 from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.requests import client_address, json_body
+from shared.authz import Action, Kind, Principal
 from shared.http import json_response, storable_text
+from shared.logging import bind_actor
 
 routes = web.RouteTableDef()
 PATH = "/v1/api_access_token"
 
 
-def require_internal(request: web.Request) -> None:
+def network_caller(request: web.Request, action: Action) -> Principal:
+    """The anonymous caller of this API, allowed ``action`` only from an internal network."""
     settings = request.app[SETTINGS]
     address = client_address(request, settings.trusted_proxies)
-    if address is None or not any(address in net for net in settings.internal_networks):
-        raise DialectError(403, "this API is only available from internal networks")
+    principal = Principal(
+        Kind.ANONYMOUS,
+        "",
+        str(address),
+        internal_network=address is not None
+        and any(address in net for net in settings.internal_networks),
+    )
+    require(
+        principal,
+        action,
+        None,
+        DialectError(403, "this API is only available from internal networks"),
+    )
+    bind_actor(principal.actor)
+    return principal
 
 
 def _identity(value: Any) -> str:
@@ -62,7 +78,7 @@ def _expires_at(value: Any, now: datetime, default_ttl: int) -> datetime:
 
 @routes.post(PATH)
 async def create(request: web.Request) -> web.Response:
-    require_internal(request)
+    principal = network_caller(request, Action.JOBMANAGER_CREATE)
     body = await json_body(request, allow_empty=True)
     if body is not None and not isinstance(body, dict):
         raise DialectError(400, "request body must be a JSON object")
@@ -81,6 +97,7 @@ async def create(request: web.Request) -> web.Response:
         kind="jobmanager",
         ttl_seconds=ttl,
         created_by="jobmanager",
+        minter=principal.to_json(),
     )
     record = created["token"]
     return json_response(
@@ -90,7 +107,7 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.delete(PATH)
 async def revoke(request: web.Request) -> web.Response:
-    require_internal(request)
+    network_caller(request, Action.JOBMANAGER_REVOKE)
     missing = [name for name in ("identity", "token") if name not in request.query]
     if missing:
         detail = [
@@ -114,7 +131,7 @@ async def revoke(request: web.Request) -> web.Response:
             "tenant": tenant,
             "record": record,
             "reason": "revoked",
-            "actor": f"{identity}@{tenant}",
+            "actor": f"jobmanager:{identity}@{tenant}",
         }
     )
     return json_response({"token": token, "identity": identity})

@@ -9,10 +9,12 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from services.gateway.auth import require
 from services.gateway.context import AUTH, BACKENDS
 from services.gateway.errors import DialectError
-from services.gateway.principal import LAGRELLO, Principal
+from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal, json_body
+from shared.authz import LAGRELLO, Action, Target, delete_action
 from shared.http import json_response
 from shared.tokens import classify
 
@@ -47,8 +49,13 @@ async def caller(request: web.Request) -> Principal:
 @routes.post("/v1/tokens")
 async def create(request: web.Request) -> web.Response:
     principal = await caller(request)
-    if not principal.can_create_any:
-        raise DialectError(403, "creating tokens needs the ADMIN permission", "Forbidden")
+    # A Lagrello token is a tenant token: minting one is the token-generator right (ADMIN).
+    require(
+        principal,
+        Action.TOKEN_CREATE_FOR_OTHER,
+        Target(principal.tenant),
+        DialectError(403, "creating tokens needs the ADMIN permission", "Forbidden"),
+    )
     body = await json_body(request)
     if not isinstance(body, dict) or not body:
         raise DialectError(400, "a JSON object with tokenName is required")
@@ -59,13 +66,16 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(requested, list) or not all(p in LAGRELLO for p in requested):
         raise DialectError(400, "permissions must be a list of READ, WRITE and ADMIN")
     permissions = ["READ", *[p for p in ("WRITE", "ADMIN") if p in requested]]
-    created = await request.app[BACKENDS].create_opaque(
+    backends = request.app[BACKENDS]
+    created = await backends.create_opaque(
         tenant=principal.tenant,
         subject=principal.subject,
         kind="opaque",
         name=name,
         permissions=permissions,
         created_by=principal.subject,
+        ttl_seconds=await backends.max_lifetime(principal.tenant),
+        minter=principal.to_json(),
     )
     return json_response(token_model(created["token"], created["value"]))
 
@@ -83,6 +93,12 @@ def _page_param(request: web.Request, name: str, default: int, high: int | None)
 @routes.get("/v1/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
     principal = await caller(request)
+    require(
+        principal,
+        Action.TOKEN_LIST,
+        Target(principal.tenant),
+        DialectError(403, "this credential may not list tokens", "Forbidden"),
+    )
     size = _page_param(request, "size", MAX_SIZE, MAX_SIZE)
     page = _page_param(request, "page", 1, 10_000_000 // MAX_SIZE)
     result = await request.app[BACKENDS].list_tokens(
@@ -123,8 +139,13 @@ async def delete(request: web.Request) -> web.Response:
             record = None
     if record is None or record["kind"] != "opaque" or request.app[AUTH].record_revoked(record):
         raise DialectError(404, "no such token", "NotFound")
-    if not principal.can_create_any and record["created_by"] != principal.subject:
-        raise DialectError(403, "only ADMIN or the token's creator may delete it", "Forbidden")
+    target = Target.of_record(record)
+    require(
+        principal,
+        delete_action(principal, target),
+        target,
+        DialectError(403, "only ADMIN or the token's creator may delete it", "Forbidden"),
+    )
     await request.app[AUTH].revoke(
         {
             "tenant": principal.tenant,

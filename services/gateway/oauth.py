@@ -6,10 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.auth import require
 from services.gateway.context import AUTH, BACKENDS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal
+from shared.authz import Action, Target, allowed, delete_action
 from shared.errors import Unauthenticated
 from shared.http import json_response
 
@@ -18,6 +20,10 @@ routes = web.RouteTableDef()
 
 async def caller(request: web.Request) -> Principal:
     return await bearer_principal(request, 401, "invalid_client")
+
+
+def _refused(action: str) -> DialectError:
+    return DialectError(403, f"this credential may not {action}", "insufficient_scope")
 
 
 async def _form_token(request: web.Request) -> str:
@@ -39,10 +45,15 @@ async def _form_token(request: web.Request) -> str:
 async def introspect(request: web.Request) -> web.Response:
     """RFC 7662: ``{"active": false}`` for anything not valid in the caller's own tenant."""
     principal = await caller(request)
+    require(principal, Action.TOKEN_INTROSPECT, Target(principal.tenant), _refused("introspect"))
     token = await _form_token(request)
+    auth = request.app[AUTH]
     try:
-        subject = await request.app[AUTH].authenticate(token)
+        subject = await auth.authenticate(token)
     except Unauthenticated:
+        # A refresh token is said to be one, and never active: it is not a credential.
+        if await auth.refresh_token_tenant(token) == principal.tenant:
+            return json_response({"active": False, "token_type": "refresh_token"})
         return json_response({"active": False})
     if subject.tenant != principal.tenant:
         return json_response({"active": False})
@@ -51,7 +62,8 @@ async def introspect(request: web.Request) -> web.Response:
         "sub": subject.subject,
         "tenant": subject.tenant,
         "jti": subject.token_id,
-        "token_type": subject.kind,
+        "token_type": subject.token_kind,
+        "principal_kind": str(subject.kind),
         "scope": " ".join(sorted(subject.permissions)),
     }
     if subject.expires_at is not None:
@@ -69,12 +81,11 @@ async def revoke(request: web.Request) -> web.Response:
         subject = await request.app[AUTH].authenticate(token)
     except Unauthenticated:
         return json_response({})
-    if subject.tenant != principal.tenant or not (
-        subject.subject == principal.subject or principal.is_admin
-    ):
-        return json_response({})
+    target = Target(subject.tenant, subject.subject, subject.namespace)
+    if not allowed(principal, delete_action(principal, target), target):
+        return json_response({})  # RFC 7009: the same answer whether or not anything changed
     body: dict[str, Any] = {"tenant": subject.tenant, "reason": "revoked", "actor": principal.actor}
-    if subject.kind.startswith("jwt"):
+    if str(subject.token_kind).startswith("jwt"):
         expires = subject.expires_at.isoformat() if subject.expires_at else None
         body["jwt"] = {"jti": subject.token_id, "subject": subject.subject, "expires_at": expires}
     else:
@@ -84,7 +95,7 @@ async def revoke(request: web.Request) -> web.Response:
             "id": subject.token_id,
             "tenant": subject.tenant,
             "subject": subject.subject,
-            "kind": subject.kind,
+            "kind": subject.token_kind,
             "display_id": subject.display_id,
             "expires_at": expires,
         }
@@ -106,6 +117,7 @@ def _feed_params(request: web.Request, names: tuple[str, ...], tenant: str) -> d
 @routes.get("/v1/revocations")
 async def feed(request: web.Request) -> web.Response:
     principal = await caller(request)
+    require(principal, Action.REVOCATIONS_READ, Target(principal.tenant), _refused("read"))
     params = _feed_params(request, ("since", "limit"), principal.tenant)
     return json_response(await request.app[BACKENDS].feed("", params))
 
@@ -113,5 +125,6 @@ async def feed(request: web.Request) -> web.Response:
 @routes.get("/v1/revocations/snapshot")
 async def snapshot(request: web.Request) -> web.Response:
     principal = await caller(request)
+    require(principal, Action.REVOCATIONS_READ, Target(principal.tenant), _refused("read"))
     params = _feed_params(request, ("after_seq", "limit", "as_of"), principal.tenant)
     return json_response(await request.app[BACKENDS].feed("/snapshot", params))

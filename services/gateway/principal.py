@@ -1,69 +1,52 @@
-"""Who is calling: the principal behind a verified credential, and what it may do."""
+"""Who is calling: the :class:`shared.authz.Principal` behind a verified credential.
+
+Refresh tokens are never principals: a refresh JWT is refused here, whatever the dialect.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-ADMIN = "admin"
-CREATE_ANY = "tokens:create-any"
-ROTATE = "keys:rotate"
-# Lagrello's own permission names; its ADMIN is the token-generator right of CONTRACTS.md §0.
-LAGRELLO = ("READ", "WRITE", "ADMIN")
+from shared.authz import Kind, Principal
+from shared.errors import Unauthenticated
+
+__all__ = ["Principal", "from_claims", "from_issuer"]
 
 
-@dataclass(frozen=True)
-class Principal:
-    tenant: str
-    subject: str
-    token_id: str
-    kind: str
-    permissions: frozenset[str]
-    expires_at: datetime | None
-    display_id: str | None = None
-    account_type: str | None = None
+def from_issuer(body: dict[str, Any]) -> Principal:
+    """The principal of an opaque credential, as the issuer's ``/internal/authenticate`` says."""
+    expires = body.get("expires_at")
+    token_kind = str(body["kind"])
+    return Principal(
+        kind=Kind.JOBMANAGER if token_kind == "jobmanager" else Kind.USER,
+        tenant=str(body["tenant"]),
+        subject=str(body["subject"]),
+        token_id=str(body["token_id"]),
+        token_kind=token_kind,
+        permissions=frozenset(body.get("permissions") or ()),
+        expires_at=datetime.fromisoformat(expires) if expires else None,
+        display_id=body.get("display_id"),
+    )
 
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN in self.permissions
 
-    @property
-    def can_create_any(self) -> bool:
-        return bool(self.permissions & {ADMIN, CREATE_ANY, "ADMIN"})
-
-    @property
-    def can_rotate_keys(self) -> bool:
-        return bool(self.permissions & {ADMIN, ROTATE})
-
-    @property
-    def actor(self) -> str:
-        return f"{self.subject}@{self.tenant}"
-
-    @classmethod
-    def from_issuer(cls, body: dict[str, Any]) -> Principal:
-        expires = body.get("expires_at")
-        return cls(
-            tenant=str(body["tenant"]),
-            subject=str(body["subject"]),
-            token_id=str(body["token_id"]),
-            kind=str(body["kind"]),
-            permissions=frozenset(body.get("permissions") or ()),
-            expires_at=datetime.fromisoformat(expires) if expires else None,
-            display_id=body.get("display_id"),
-        )
-
-    @classmethod
-    def from_claims(cls, claims: dict[str, Any]) -> Principal:
-        from datetime import UTC
-
+def from_claims(claims: dict[str, Any]) -> Principal:
+    """The principal of a verified Tessera JWT; :class:`Unauthenticated` for a refresh token
+    or one without Tessera's claims."""
+    if claims.get("tapis/token_type") != "access":
+        raise Unauthenticated("a refresh token is not a credential: send an access token")
+    try:
         permissions = claims.get("tessera/permissions") or []
-        return cls(
+        account_type = claims.get("tapis/account_type")
+        return Principal(
+            kind=Kind.SERVICE if account_type == "service" else Kind.USER,
             tenant=str(claims["tapis/tenant_id"]),
             subject=str(claims.get("tapis/username") or str(claims["sub"]).rsplit("@", 1)[0]),
             token_id=str(claims["jti"]),
-            kind="jwt_refresh" if claims.get("tapis/token_type") == "refresh" else "jwt_access",
+            token_kind="jwt_access",
             permissions=frozenset(p for p in permissions if isinstance(p, str)),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-            account_type=claims.get("tapis/account_type"),
+            account_type=account_type if account_type in ("user", "service") else "user",
         )
+    except (KeyError, TypeError, ValueError):
+        raise Unauthenticated("the token lacks Tessera's claims") from None

@@ -11,10 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.auth import require
 from services.gateway.context import AUTH, BACKENDS, SUBSCRIBER
 from services.gateway.errors import VERSION, DialectError, tapis_envelope
 from services.gateway.principal import Principal
 from services.gateway.requests import basic, json_object
+from shared.authz import Action, Target, create_action
 from shared.errors import Unauthenticated
 from shared.http import json_response
 
@@ -63,32 +65,25 @@ async def _token_caller(request: web.Request) -> Principal | None:
         raise DialectError(400, f"Invalid X-Tapis-Token: {exc.message}") from None
 
 
-async def _authorise_create(
-    request: web.Request, tenant: str, username: str, account_type: str
-) -> Principal:
+async def _creator(request: web.Request, username: str) -> tuple[Principal, bool]:
+    """Who asks for a token: the X-Tapis-Token caller, or the Basic user (whose password is a
+    Tessera credential of that very user); and whether it came by Basic."""
     principal = await _token_caller(request)
-    if principal is None:
-        credentials = basic(request)
-        if credentials is None:
-            raise DialectError(400, "no credentials: send X-Tapis-Token or HTTP Basic")
-        user, password = credentials
-        if user != username:
-            raise DialectError(400, "the Basic user must be the token_username")
-        try:
-            principal = await request.app[AUTH].authenticate(password)
-        except Unauthenticated:
-            raise DialectError(400, "invalid Basic credentials") from None
-        if principal.tenant != tenant or principal.subject != username:
-            raise DialectError(400, "invalid Basic credentials")
-        return principal
-    same = (
-        principal.tenant == tenant
-        and principal.subject == username
-        and (principal.account_type or "user") == account_type
-    )
-    if not same and not (principal.tenant == tenant and principal.can_create_any):
-        raise DialectError(400, "not authorised to generate tokens for this tenant and user")
-    return principal
+    if principal is not None:
+        return principal, False
+    credentials = basic(request)
+    if credentials is None:
+        raise DialectError(400, "no credentials: send X-Tapis-Token or HTTP Basic")
+    user, password = credentials
+    if user != username:
+        raise DialectError(400, "the Basic user must be the token_username")
+    try:
+        principal = await request.app[AUTH].authenticate(password)
+    except Unauthenticated:
+        raise DialectError(400, "invalid Basic credentials") from None
+    if principal.subject != username:
+        raise DialectError(400, "invalid Basic credentials")
+    return principal, True
 
 
 @routes.post("/v3/tokens")
@@ -100,7 +95,9 @@ async def create_token(request: web.Request) -> web.Response:
     tenant = _str(body, "token_tenant_id")
     username = _str(body, "token_username")
     assert tenant is not None and username is not None
-    target_site = _str(body, "target_site", required=account_type == "service")
+    target_site = _str(body, "target_site_id", required=False) or _str(
+        body, "target_site", required=account_type == "service"
+    )
     delegation = _bool(body, "delegation_token")
     request_body: dict[str, Any] = {
         "tenant": tenant,
@@ -123,9 +120,19 @@ async def create_token(request: web.Request) -> web.Response:
         if not isinstance(claims, dict):
             raise DialectError(400, "claims must be an object")
         request_body["claims"] = claims
+    # Authenticate, then authorise, then reveal: whether the tenant exists is said only to a
+    # caller who may mint in it.
+    principal, by_basic = await _creator(request, username)
+    target = Target(tenant, username, account_type=None if by_basic else str(account_type))
+    require(
+        principal,
+        create_action(principal, target),
+        target,
+        DialectError(400, "not authorised to generate tokens for this tenant and user"),
+    )
     if await request.app[BACKENDS].tenant(tenant) is None:
         raise DialectError(400, f"tenant {tenant} is not served here")
-    await _authorise_create(request, tenant, username, str(account_type))
+    request_body["minter"] = principal.to_json()
     result = await request.app[BACKENDS].create_jwt(request_body)
     return ok(request, result, "Token generation successful.")
 
@@ -178,15 +185,18 @@ async def update_keys(request: web.Request) -> web.Response:
     principal = await _token_caller(request)
     assert principal is not None
     body = await json_object(request)
-    tenant = _str(body, "tenant_id")
-    if await request.app[BACKENDS].tenant(str(tenant)) is None:
+    tenant = str(_str(body, "tenant_id"))
+    require(
+        principal,
+        Action.KEYS_ROTATE,
+        Target(tenant),
+        DialectError(400, "not authorised to update the keys of this tenant"),
+    )
+    if await request.app[BACKENDS].tenant(tenant) is None:
         raise DialectError(400, f"tenant {tenant} is not served here")
-    own = principal.tenant == tenant
-    if not principal.can_rotate_keys or not (own or principal.account_type == "service"):
-        raise DialectError(400, "not authorised to update the keys of this tenant")
-    rotated = await request.app[BACKENDS].rotate_now(str(tenant))
+    rotated = await request.app[BACKENDS].rotate_now(tenant)
     # The new key signs at once: this replica learns it now, the others from key.rotated.
-    request.app[SUBSCRIBER].keys_changed(str(tenant))
+    request.app[SUBSCRIBER].keys_changed(tenant)
     return ok(request, {"public_key": rotated["public_key_pem"]}, "Keys updated.")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from shared.authz import OPERATOR
 from shared.service import fail
 from shared.settings import service_url
 
@@ -40,6 +41,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             "username": args.subject,
             "account_type": "user",
             "permissions": args.permission,
+            "minter": OPERATOR.to_json(),
         }
         if args.ttl:
             body["access_ttl"] = args.ttl
@@ -52,6 +54,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         "permissions": args.permission,
         "ttl_seconds": args.ttl,
         "created_by": "operator",
+        "minter": OPERATOR.to_json(),
     }
     if args.name:
         body["name"] = args.name

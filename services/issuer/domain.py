@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.authz import Principal
 from shared.errors import BadRequest
 
 OPAQUE_KINDS = ("opaque", "databricks", "jobmanager")
@@ -18,7 +19,41 @@ KINDS = OPAQUE_KINDS + JWT_KINDS
 MAX_TTL = 100 * 365 * 86400
 PERMISSION = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 MAX_PERMISSIONS = 16
-RESERVED_CLAIMS = ("jti", "iss", "sub", "exp", "tenant", "target_site", "username", "account_type")
+# Extra Tapis claims may never set, shadow or spell a right (CONTRACTS.md §1): the registered
+# JWT claims, the Tapis claims of §1 under their bare names, and anything under tapis/ or
+# tessera/ (where the permissions live). Compared case-insensitively and without spaces.
+REGISTERED_CLAIMS = ("iss", "sub", "aud", "exp", "nbf", "iat", "jti")
+TAPIS_CLAIMS = (
+    "tenant_id",
+    "token_type",
+    "delegation",
+    "delegation_sub",
+    "username",
+    "account_type",
+    "target_site",
+    "initial_ttl",
+    "access_token",
+)
+RESERVED_CLAIMS = frozenset((*REGISTERED_CLAIMS, "tenant", "ttl", *TAPIS_CLAIMS))
+RESERVED_PREFIXES = ("tapis/", "tessera/")
+
+
+def reserved_claims(claims: dict[str, Any]) -> list[str]:
+    """The names among ``claims`` that an extra claim may not use."""
+    found = []
+    for name in claims:
+        plain = "".join(name.split()).lower()
+        if plain in RESERVED_CLAIMS or plain.startswith(RESERVED_PREFIXES):
+            found.append(name)
+    return sorted(found)
+
+
+def parse_minter(body: dict[str, Any]) -> Principal:
+    """Who asks for the mint, as the calling service authenticated it (CONTRACTS.md §0)."""
+    try:
+        return Principal.from_json(body.get("minter"))
+    except ValueError as exc:
+        raise BadRequest(f"minter: {exc}") from None
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool, max_len: int = 255) -> str | None:
@@ -58,6 +93,7 @@ class CreateOpaque:
     permissions: list[str]
     ttl_seconds: int | None
     created_by: str | None
+    minter: Principal
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> CreateOpaque:
@@ -72,6 +108,7 @@ class CreateOpaque:
             permissions=parse_permissions(body.get("permissions")),
             ttl_seconds=_ttl(body.get("ttl_seconds"), "ttl_seconds"),
             created_by=_text(body, "created_by", required=False),
+            minter=parse_minter(body),
         )
 
 
@@ -109,6 +146,7 @@ class CreateJwt:
     refresh_ttl: int | None
     claims: dict[str, Any]
     permissions: list[str]
+    minter: Principal
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> CreateJwt:
@@ -125,11 +163,7 @@ class CreateJwt:
         claims = body.get("claims") or {}
         if not isinstance(claims, dict):
             raise BadRequest("claims must be an object")
-        reserved = sorted(
-            name
-            for name in claims
-            if name in RESERVED_CLAIMS or name.removeprefix("tapis/") in RESERVED_CLAIMS
-        )
+        reserved = reserved_claims(claims)
         if reserved:
             raise BadRequest(f"claims may not set reserved claims: {', '.join(reserved)}")
         return cls(
@@ -144,6 +178,7 @@ class CreateJwt:
             refresh_ttl=_tapis_ttl(body, "refresh_ttl"),
             claims=claims,
             permissions=parse_permissions(body.get("permissions")),
+            minter=parse_minter(body),
         )
 
 

@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 
 from services.issuer import store
+from services.issuer.domain import record_json
 from shared.bus.envelope import Envelope
 
 log = structlog.get_logger("tessera.issuer")
@@ -29,6 +30,22 @@ def token_issued(row: Any) -> Envelope:
             "kind": row["kind"],
             "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
             "family_id": str(row["family_id"]) if row["family_id"] else None,
+        },
+    )
+
+
+def refresh_reused(row: Any, revoked: list[Any]) -> Envelope:
+    """``token.refresh_reused``: a used refresh token came back, so its whole family was
+    revoked here; the revocation service revokes the listed tokens for every subscriber."""
+    return Envelope(
+        type="token.refresh_reused",
+        source="issuer",
+        tenant=row["tenant"],
+        data={
+            "family_id": str(row["family_id"]),
+            "token_id": str(row["id"]),
+            "subject": row["subject"],
+            "tokens": [record_json(r) for r in revoked],
         },
     )
 

@@ -76,8 +76,6 @@ async def refresh_jwt(request: web.Request) -> web.Response:
         settings.pepper,
         token,
         grace_seconds=settings.refresh_grace_seconds,
-        session=request.app[SESSION],
-        revocation_url=settings.revocation_url,
     )
     return json_response(result)
 

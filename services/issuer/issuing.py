@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import ClientSession
 
 from services.issuer import store
 from services.issuer.domain import (
@@ -28,12 +27,12 @@ from services.issuer.domain import (
     token_response,
 )
 from services.issuer.errors import InvalidCredential
-from services.issuer.events import token_issued
+from services.issuer.events import refresh_reused, token_issued
 from services.issuer.tenants import KeysClient
 from services.issuer.writer import TokenWriter
+from shared.authz import DEFAULT_MAX_LIFETIME, Mint, Principal, may_mint
 from shared.bus.outbox import add_event
-from shared.errors import Unavailable
-from shared.http import call_service
+from shared.errors import BadRequest, Forbidden
 from shared.tokens import Pepper, classify, new_databricks_token, new_opaque_token
 
 log = structlog.get_logger("tessera.issuer")
@@ -44,6 +43,14 @@ async def create_opaque(
 ) -> tuple[dict[str, Any], str]:
     """A new opaque token within the owner's quota: (its record, its value shown once)."""
     tenant = await keys.tenant(request.tenant)
+    max_lifetime = max_lifetime_of(tenant)
+    ttl = request.ttl_seconds or max_lifetime
+    check_lifetime(ttl, max_lifetime, "ttl_seconds")
+    check_mint(
+        request.minter,
+        Mint(request.tenant, request.subject, request.kind, frozenset(request.permissions), ttl),
+        max_lifetime,
+    )
     value = new_databricks_token() if request.kind == "databricks" else new_opaque_token()
     now = datetime.now(UTC)
     token = {
@@ -55,12 +62,33 @@ async def create_opaque(
         "name": request.name,
         "permissions": request.permissions,
         "created_at": now,
-        "expires_at": now + timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else None,
+        "expires_at": now + timedelta(seconds=ttl),
         "created_by": request.created_by,
         "secret_hash": pepper.hash(value),
     }
     [row] = await writer.insert([token], quota=int(tenant["token_quota"]))
     return record_json(row), value
+
+
+def max_lifetime_of(tenant: dict[str, Any]) -> int:
+    """The tenant's maximum credential lifetime, seconds (keys service's tenant settings)."""
+    return int(tenant.get("max_lifetime") or DEFAULT_MAX_LIFETIME)
+
+
+def check_lifetime(ttl: int, max_lifetime: int, name: str) -> None:
+    if ttl > max_lifetime:
+        raise BadRequest(
+            f"{name} must be at most the tenant's maximum lifetime, {max_lifetime} seconds"
+        )
+
+
+def check_mint(minter: Principal, mint: Mint, max_lifetime: int) -> None:
+    """Re-check the minting rules here, whoever called: a credential never mints one with more
+    than it holds (shared.authz.may_mint)."""
+    decision = may_mint(minter, mint, max_lifetime)
+    if not decision:
+        log.warning("mint refused", minter=minter.actor, reason=decision.reason)
+        raise Forbidden(f"not allowed: {decision.reason}")
 
 
 async def authenticate(pool: asyncpg.Pool, pepper: Pepper, value: str) -> dict[str, Any]:
@@ -120,10 +148,23 @@ async def issue_jwt(
     """A Tapis access token (and refresh token if asked), signed by the keys service."""
     tenant = await keys.tenant(request.tenant)
     now = datetime.now(UTC)
+    max_lifetime = max_lifetime_of(tenant)
     access_ttl = request.access_ttl or int(tenant["access_ttl"])
+    refresh_ttl = request.refresh_ttl or int(tenant["refresh_ttl"])
+    check_lifetime(access_ttl, max_lifetime, "access_token_ttl")
+    if request.refresh:
+        check_lifetime(refresh_ttl, max_lifetime, "refresh_token_ttl")
+    mint = Mint(
+        request.tenant,
+        request.username,
+        "jwt_access",
+        frozenset(request.permissions),
+        max(access_ttl, refresh_ttl) if request.refresh else access_ttl,
+        request.account_type,
+    )
+    check_mint(request.minter, mint, max_lifetime)
     access = access_claims(request, tenant["issuer"], access_ttl, now)
     claim_sets = [access]
-    refresh_ttl = request.refresh_ttl or int(tenant["refresh_ttl"])
     if request.refresh:
         claim_sets.append(refresh_claims(access, access_ttl, refresh_ttl, now))
     tokens, kid = await keys.sign(request.tenant, claim_sets)
@@ -165,6 +206,11 @@ def _pair_response(
     }
 
 
+# A used refresh token presented again inside the grace window gets its pair again, at most
+# this many times; then it counts as reuse.
+MAX_GRACE_RETRIES = 3
+
+
 async def refresh(
     pool: asyncpg.Pool,
     keys: KeysClient,
@@ -172,65 +218,71 @@ async def refresh(
     value: str,
     *,
     grace_seconds: int,
-    session: ClientSession,
-    revocation_url: str,
 ) -> dict[str, Any]:
     """Exchange a refresh token for a new pair, once; a retry inside the grace window gets the
-    same pair again; any later reuse revokes the whole family."""
+    same pair again (a few times); any other reuse revokes the whole family, durably: the
+    family is marked revoked and ``token.refresh_reused`` is written to the outbox in the
+    transaction that detects it, and the revocation service revokes it for every subscriber
+    from that event, however long it was away."""
     if classify(value) != "jwt":
         raise InvalidCredential("not a valid refresh token")
     hashes = pepper.candidate_hashes(value)
     now = datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.fetch_by_hash(conn, hashes, ("jwt_refresh",), lock=True)
+        row = await store.fetch_refresh(conn, hashes)
         if row is None or not is_active(row, now):
             raise InvalidCredential("not a valid refresh token")
         if row["used_at"] is None:
-            access, new_refresh = rotated_pair(_payload(value), now)
-            tokens, kid = await keys.sign(row["tenant"], [access, new_refresh])
-            records = _jwt_records(
-                row["tenant"],
-                row["subject"],
-                list(row["permissions"]),
-                [(tokens[0], access), (tokens[1], new_refresh)],
-                kid,
-                row["family_id"],
-                pepper,
-                now,
-            )
-            for record in records:
-                await add_event(conn, token_issued(await store.insert_token(conn, record)))
-            await store.mark_used(conn, row["id"], now, {"access": access, "refresh": new_refresh})
-            return _pair_response(tokens, access, new_refresh)
-        if now - row["used_at"] <= timedelta(seconds=grace_seconds):
-            # A client retrying after a lost answer: the same claims, signed again. RS256 is
-            # deterministic, so the tokens are the very ones it missed.
-            pair = row["replaced_by"]
-            tokens, _ = await keys.sign(row["tenant"], [pair["access"], pair["refresh"]])
-            return _pair_response(tokens, pair["access"], pair["refresh"])
-        tenant, family = row["tenant"], row["family_id"]
-    # Reuse: the revocation service resolves the family through us (so while its tokens are
-    # still active here) and tells every subscriber; then we mark them revoked ourselves too.
-    log.warning("refresh token reused: revoking its family", tenant=tenant, family_id=str(family))
-    await _announce_family_revoked(session, revocation_url, tenant, family)
-    async with pool.acquire() as conn:
-        await store.revoke_family(conn, family, now)
+            return await _rotate(conn, keys, pepper, row, value, now)
+        within = now - row["used_at"] <= timedelta(seconds=grace_seconds)
+        if within and row["retries"] < MAX_GRACE_RETRIES:
+            return await _retry(conn, keys, pepper, row)
+        revoked = await store.revoke_family(conn, row["family_id"], now)
+        await add_event(conn, refresh_reused(row, revoked))
+    log.warning(
+        "refresh token reused: family revoked",
+        tenant=row["tenant"],
+        family_id=str(row["family_id"]),
+        tokens=len(revoked),
+    )
     raise InvalidCredential("refresh token already used; its family is revoked")
 
 
-async def _announce_family_revoked(
-    session: ClientSession, revocation_url: str, tenant: str, family: uuid.UUID
-) -> None:
-    """Tell the revocation service, so every subscriber refuses the family's tokens too."""
-    try:
-        status, _ = await call_service(
-            session,
-            "POST",
-            f"{revocation_url}/internal/revocations",
-            service="revocation",
-            json_body={"tenant": tenant, "family_id": str(family), "reason": "refresh_reuse"},
-        )
-        if status >= 400:
-            log.error("revocation of a reused family refused", status=status, family_id=str(family))
-    except Unavailable:
-        log.error("revocation service unreachable; family revoked here only", family_id=str(family))
+async def _rotate(
+    conn: asyncpg.Connection,
+    keys: KeysClient,
+    pepper: Pepper,
+    row: Any,
+    value: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The first use of a refresh token: a new pair in the same family."""
+    access, new_refresh = rotated_pair(_payload(value), now)
+    tokens, kid = await keys.sign(row["tenant"], [access, new_refresh])
+    records = _jwt_records(
+        row["tenant"],
+        row["subject"],
+        list(row["permissions"]),
+        [(tokens[0], access), (tokens[1], new_refresh)],
+        kid,
+        row["family_id"],
+        pepper,
+        now,
+    )
+    for record in records:
+        await add_event(conn, token_issued(await store.insert_token(conn, record)))
+    await store.mark_used(conn, row["id"], now, {"access": access, "refresh": new_refresh})
+    return _pair_response(tokens, access, new_refresh)
+
+
+async def _retry(
+    conn: asyncpg.Connection, keys: KeysClient, pepper: Pepper, row: Any
+) -> dict[str, Any]:
+    """A client retrying after a lost answer: the same claims, signed again. RS256 gives the
+    very tokens it missed; ECDSA signs differently each time, so the new copy of the refresh
+    token is recorded (as a keyed hash) to refresh like the first."""
+    pair = row["replaced_by"]
+    tokens, _ = await keys.sign(row["tenant"], [pair["access"], pair["refresh"]])
+    await store.count_retry(conn, row["id"])
+    await store.add_refresh_alias(conn, pepper.hash(tokens[1]), uuid.UUID(pair["refresh"]["jti"]))
+    return _pair_response(tokens, pair["access"], pair["refresh"])

@@ -141,6 +141,37 @@ async def fetch_by_hash(
     return row
 
 
+async def fetch_refresh(conn: asyncpg.Connection, hashes: list[bytes]) -> asyncpg.Record | None:
+    """The refresh token with one of these keyed hashes (its own, or a grace retry's copy),
+    locked until the transaction ends."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""SELECT {COLUMNS}, secret_hash, used_at, replaced_by, retries FROM tokens
+            WHERE kind = 'jwt_refresh' AND (
+                secret_hash = ANY($1::bytea[])
+                OR id = (SELECT token_id FROM refresh_aliases
+                         WHERE secret_hash = ANY($1::bytea[]) LIMIT 1))
+            LIMIT 1 FOR UPDATE""",
+        hashes,
+    )
+    return row
+
+
+async def count_retry(conn: asyncpg.Connection, token_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE tokens SET retries = retries + 1 WHERE id = $1", token_id)
+
+
+async def add_refresh_alias(
+    conn: asyncpg.Connection, secret_hash: bytes, token_id: uuid.UUID
+) -> None:
+    """Accept another signature of the same refresh token (a grace retry's copy)."""
+    await conn.execute(
+        """INSERT INTO refresh_aliases (secret_hash, token_id) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING""",
+        secret_hash,
+        token_id,
+    )
+
+
 async def touch_last_used(conn: asyncpg.Connection, token_id: uuid.UUID) -> None:
     """Record use at most once a minute per token."""
     await conn.execute(
@@ -240,13 +271,18 @@ async def mark_used(
     )
 
 
-async def revoke_family(conn: asyncpg.Connection, family_id: uuid.UUID, now: datetime) -> int:
-    result: str = await conn.execute(
-        "UPDATE tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+async def revoke_family(
+    conn: asyncpg.Connection, family_id: uuid.UUID, now: datetime
+) -> list[asyncpg.Record]:
+    """Revoke a refresh family's live tokens; the ones it revoked."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""UPDATE tokens SET revoked_at = $2
+            WHERE family_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+            RETURNING {COLUMNS}""",
         family_id,
         now,
     )
-    return int(result.split()[-1])
+    return rows
 
 
 async def mark_revoked(

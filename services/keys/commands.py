@@ -44,7 +44,7 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"id": args.id, "alg": args.alg}
     if args.issuer:
         body["issuer"] = args.issuer
-    for name in ("access_ttl", "refresh_ttl", "token_quota"):
+    for name in ("access_ttl", "refresh_ttl", "token_quota", "max_lifetime"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     return _print(asyncio.run(_call("POST", "/internal/tenants", body)))
@@ -104,6 +104,12 @@ def register(sub: Any) -> None:
     create.add_argument("--access-ttl", dest="access_ttl", type=int)
     create.add_argument("--refresh-ttl", dest="refresh_ttl", type=int)
     create.add_argument("--token-quota", dest="token_quota", type=int)
+    create.add_argument(
+        "--max-lifetime",
+        dest="max_lifetime",
+        type=int,
+        help="longest lifetime of any credential minted in the tenant, seconds (default 2 years)",
+    )
     create.set_defaults(func=cmd_tenant_create)
     tenant.add_parser("list", help="list tenants").set_defaults(func=cmd_tenant_list)
     show = tenant.add_parser("show", help="show a tenant and its keys")

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.keys.crypto import ALGORITHMS
 from services.keys.errors import InvalidClaims
+from shared.authz import DEFAULT_MAX_LIFETIME
 from shared.errors import BadRequest
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -20,7 +21,12 @@ MAX_CLAIMS_BYTES = 8 * 1024
 NEVER = datetime(9000, 1, 1, tzinfo=UTC)
 MAX_EXP = NEVER.timestamp()
 WATERMARK_SLACK = 3600.0
-DEFAULTS = {"access_ttl": 300, "refresh_ttl": 600, "token_quota": 600}
+DEFAULTS = {
+    "access_ttl": 300,
+    "refresh_ttl": 600,
+    "token_quota": 600,
+    "max_lifetime": DEFAULT_MAX_LIFETIME,
+}
 
 
 def _positive_int(body: dict[str, Any], name: str) -> int:
@@ -170,5 +176,6 @@ def tenant_json(row: Any) -> dict[str, Any]:
         "access_ttl": row["access_ttl"],
         "refresh_ttl": row["refresh_ttl"],
         "token_quota": row["token_quota"],
+        "max_lifetime": row["max_lifetime"],
         "created_at": row["created_at"].isoformat(),
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-_TENANT = "id, issuer, alg, access_ttl, refresh_ttl, token_quota, created_at"
+_TENANT = "id, issuer, alg, access_ttl, refresh_ttl, token_quota, max_lifetime, created_at"
 _KEY = (
     "kid, tenant, alg, state, public_jwk, public_pem, sealed_key, kek_id, created_at,"
     " activates_at, retired_at, revoked_at, max_exp"
@@ -17,14 +17,17 @@ _KEY = (
 async def insert_tenant(conn: asyncpg.Connection, tenant: dict[str, Any]) -> asyncpg.Record | None:
     """Insert a tenant; None when the id exists already."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"""INSERT INTO tenants (id, issuer, alg, access_ttl, refresh_ttl, token_quota)
-            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING {_TENANT}""",
+        f"""INSERT INTO tenants (id, issuer, alg, access_ttl, refresh_ttl, token_quota,
+                                 max_lifetime)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING
+            RETURNING {_TENANT}""",
         tenant["id"],
         tenant["issuer"],
         tenant["alg"],
         tenant["access_ttl"],
         tenant["refresh_ttl"],
         tenant["token_quota"],
+        tenant["max_lifetime"],
     )
     return row
 

@@ -1,6 +1,8 @@
-"""Events the revocation service consumes: ``key.revoked.v1`` on ``revocation.on_key_revoked``.
+"""Events the revocation service consumes: ``key.revoked.v1`` on ``revocation.on_key_revoked``
+and ``token.refresh_reused.v1`` on ``revocation.on_refresh_reused``.
 
-A compromised key's tokens are revoked: foreign events become our own ``RevokeToken`` here.
+A compromised key's tokens, and a reused refresh token's family, are revoked: foreign events
+become our own ``RevokeToken`` here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
+from services.revocation.domain import target_from_record
 from services.revocation.issuer import IssuerClient
 from services.revocation.revoker import record_revocations
 from shared.bus.consumer import Handler
@@ -21,6 +24,8 @@ log = structlog.get_logger("tessera.revocation.consumers")
 
 KEY_REVOKED = "key.revoked.v1"
 ON_KEY_REVOKED = "revocation.on_key_revoked"
+REFRESH_REUSED = "token.refresh_reused.v1"
+ON_REFRESH_REUSED = "revocation.on_refresh_reused"
 
 
 def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, Handler]]:
@@ -43,4 +48,30 @@ def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, H
             "key revoked", tenant=envelope.tenant, kid=kid, tokens=len(revocations), created=created
         )
 
-    return {ON_KEY_REVOKED: {KEY_REVOKED: on_key_revoked}}
+    async def on_refresh_reused(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        # The issuer lists the family's tokens in the event: nothing to ask it, so the family
+        # is revoked whenever this service gets the event, however long it was away.
+        records = envelope.data.get("tokens")
+        if not isinstance(records, list):
+            raise ValueError("token.refresh_reused without its tokens")
+        targets = [target_from_record(record, envelope.tenant) for record in records]
+        revocations, created = await record_revocations(
+            conn,
+            envelope.tenant,
+            targets,
+            reason="refresh_reuse",
+            actor=None,
+            now=datetime.now(UTC),
+        )
+        log.warning(
+            "refresh family revoked after reuse",
+            tenant=envelope.tenant,
+            family_id=envelope.data.get("family_id"),
+            tokens=len(revocations),
+            created=created,
+        )
+
+    return {
+        ON_KEY_REVOKED: {KEY_REVOKED: on_key_revoked},
+        ON_REFRESH_REUSED: {REFRESH_REUSED: on_refresh_reused},
+    }

@@ -258,7 +258,13 @@ def test_killed_service_gives_503_then_recovers(tessera_env: dict[str, str]) -> 
         status, made = http_json(
             "POST",
             f"{env['TESSERA_ISSUER_URL']}/internal/tokens",
-            body={"tenant": "dev", "subject": "k", "kind": "databricks", "permissions": ["admin"]},
+            body={
+                "tenant": "dev",
+                "subject": "k",
+                "kind": "databricks",
+                "permissions": ["admin"],
+                "minter": {"kind": "operator"},
+            },
         )
         assert status == 200
         auth = {"Authorization": f"Bearer {made['value']}", "Content-Type": "application/json"}

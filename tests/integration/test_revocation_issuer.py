@@ -57,7 +57,7 @@ class Services:
         return name
 
     async def token(self, tenant: str, subject: str = "alice", kind: str = "opaque") -> Any:
-        body = {"tenant": tenant, "subject": subject, "kind": kind}
+        body = {"tenant": tenant, "subject": subject, "kind": kind, "minter": {"kind": "operator"}}
         return await self.call("issuer", "POST", "/internal/tokens", body)
 
     async def authenticates(self, value: str) -> bool:
@@ -151,6 +151,7 @@ async def test_jwt_refresh_family_is_revoked_through_the_issuer(services: Servic
             "tenant": tenant,
             "username": "alice",
             "account_type": "user",
+            "minter": {"kind": "operator"},
             "generate_refresh_token": True,
         },
     )

@@ -48,7 +48,7 @@ async def ok(s: Services, method: str, service: str, path: str, **kwargs: Any) -
 
 async def create(s: Services, tenant: str, subject: str, kind: str = "opaque") -> dict[str, Any]:
     """``{"token": TokenRecord, "value": secret}`` of a token the issuer made."""
-    body = {"tenant": tenant, "subject": subject, "kind": kind}
+    body = {"tenant": tenant, "subject": subject, "kind": kind, "minter": {"kind": "operator"}}
     made = await ok(s, "POST", "issuer", "/internal/tokens", json=body)
     assert made["token"]["subject"] == subject and made["token"]["kind"] == kind
     return made
@@ -59,6 +59,7 @@ async def jwt_pair(s: Services, tenant: str, username: str, *, refresh: bool) ->
         "tenant": tenant,
         "username": username,
         "account_type": "user",
+        "minter": {"kind": "operator"},
         "generate_refresh_token": refresh,
     }
     return await ok(s, "POST", "issuer", "/internal/jwt", json=body)

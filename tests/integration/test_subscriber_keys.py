@@ -71,7 +71,12 @@ class Stack:
             "POST",
             "issuer",
             "/internal/jwt",
-            json={"tenant": tenant, "username": username, "account_type": "user"},
+            json={
+                "tenant": tenant,
+                "username": username,
+                "account_type": "user",
+                "minter": {"kind": "operator"},
+            },
         )
         assert status == 200, reply
         token = reply["access_token"]["access_token"]

@@ -19,6 +19,7 @@ from services.gateway.requests import basic, json_object
 from shared.authz import Action, Target, create_action
 from shared.errors import Unauthenticated
 from shared.http import json_response
+from shared.logging import bind_actor
 
 routes = web.RouteTableDef()
 
@@ -164,9 +165,13 @@ async def refresh_token(request: web.Request) -> web.Response:
 @routes.post("/v3/tokens/revoke")
 async def revoke_token(request: web.Request) -> web.Response:
     _token, claims = await _body_token(request, "token")
+    # Possession of the token is the right to revoke it: its holder is the actor.
+    actor = str(claims.get("sub"))
+    bind_actor(actor)
     await request.app[AUTH].revoke(
         {
             "tenant": claims["tapis/tenant_id"],
+            "actor": actor,
             "jwt": {
                 "jti": claims["jti"],
                 "subject": claims.get("tapis/username") or claims.get("sub"),

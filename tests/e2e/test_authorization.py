@@ -503,22 +503,46 @@ def test_an_access_token_minted_by_refresh_dies_with_its_family(world: World) ->
     until(lambda: not op_databricks_list(world, Caller("x", access, "dev", user.subject)))
 
 
+def audit_actors(world: World, request_id: str) -> set[str]:
+    trail = world.stack.cli("audit", "--tenant", "dev").stdout.splitlines()
+    entries = [json.loads(line) for line in trail if request_id in line]
+    assert entries, "the request left no audit entry"
+    return {e["actor"] for e in entries}
+
+
 def test_a_public_client_cannot_name_the_audit_actor(world: World) -> None:
-    user = world.callers["user"]
+    g = world.stack.gateway
+    forged = {**JSON, "X-Tessera-Actor": "operator"}
+    # An unauthenticated call: the jobmanager API, from this (internal) address.
     request_id = unique("forged")
     status, _ = http_json(
         "POST",
-        f"{world.stack.gateway}/api/2.0/token/create",
-        body={"comment": "forged actor"},
-        headers={
-            **JSON,
-            **bearer(user.token),
-            "X-Tessera-Actor": "operator",
-            "X-Request-ID": request_id,
-        },
+        f"{g}/v1/api_access_token",
+        body={"identity": unique("ci")},
+        headers={**forged, "X-Request-ID": request_id},
     )
     assert status == 200
-    trail = world.stack.cli("audit", "--tenant", "dev").stdout.splitlines()
-    entries = [json.loads(line) for line in trail if request_id in line]
-    assert entries, "the create left no audit entry"
-    assert {e["actor"] for e in entries} == {f"{user.subject}@dev"}
+    assert audit_actors(world, request_id) == {"anonymous@127.0.0.1"}
+    # A call whose right is possession of a token: its holder is the actor.
+    user = world.callers["user"]
+    assert user.token is not None
+    access = tapis_pair(world.stack, user.token, "dev", user.subject)["access_token"]
+    request_id = unique("forged")
+    status, _ = http_json(
+        "POST",
+        f"{g}/v3/tokens/revoke",
+        body={"token": access["access_token"]},
+        headers={**forged, "X-Request-ID": request_id},
+    )
+    assert status == 200
+    assert audit_actors(world, request_id) == {f"{user.subject}@dev"}
+    # An authenticated call: the principal.
+    request_id = unique("forged")
+    status, _ = http_json(
+        "POST",
+        f"{g}/api/2.0/token/create",
+        body={"comment": "forged actor"},
+        headers={**forged, **bearer(user.token), "X-Request-ID": request_id},
+    )
+    assert status == 200
+    assert audit_actors(world, request_id) == {f"{user.subject}@dev"}

@@ -47,10 +47,10 @@ def forbidden(what: str) -> DialectError:
 
 @routes.get("/.well-known/databricks-config")
 async def well_known(_request: web.Request) -> web.Response:
-    # The SDK probes this without auth; a fast 404 tells it this is not a Databricks workspace.
-    return json_response(
-        {"error_code": "NOT_FOUND", "message": "no Databricks workspace configuration here"}, 404
-    )
+    # The SDK probes this without auth when a client is built. An object without
+    # workspace_id or oidc_endpoint tells it there is nothing to discover, and it prints no
+    # warning (a 404 made it log "Failed to automatically resolve config" every time).
+    return json_response({})
 
 
 @routes.post("/api/2.0/token/create")

@@ -39,13 +39,20 @@ class DialectError(Exception):
     """A failure to answer in the caller's dialect: status, message and an optional code."""
 
     def __init__(
-        self, status: int, message: str, code: str | None = None, *, body: Any = None
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.body = body
+        self.headers = headers
 
 
 def dialect_of(path: str) -> str:
@@ -115,9 +122,15 @@ def _route_missing(request: web.Request, exc: web.HTTPException) -> web.Response
         return json_response({"detail": "Not Found"}, 404)
     if status == 405:
         return render(request, 405, "Method Not Allowed", headers=allow)
-    return render(
-        request, 404, "Not Found", "ENDPOINT_NOT_FOUND" if dialect == "databricks" else None
-    )
+    if dialect == "databricks":
+        return render(
+            request,
+            404,
+            f"{request.path} is not served here: Tessera serves only the Databricks Token API "
+            "2.0 (/api/2.0/token/create, /api/2.0/token/list, /api/2.0/token/delete)",
+            "ENDPOINT_NOT_FOUND",
+        )
+    return render(request, 404, "Not Found")
 
 
 @web.middleware
@@ -125,7 +138,7 @@ async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except DialectError as exc:
-        return render(request, exc.status, exc.message, exc.code, exc.body)
+        return render(request, exc.status, exc.message, exc.code, exc.body, exc.headers)
     except Unavailable as exc:
         return render(request, 503, exc.message)
     except RateLimited as exc:

@@ -10,7 +10,7 @@ from services.gateway.auth import require
 from services.gateway.context import AUTH, BACKENDS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
-from services.gateway.requests import bearer_principal
+from services.gateway.requests import basic, bearer, bearer_principal
 from shared.authz import Action, Target, allowed, delete_action
 from shared.errors import Unauthenticated
 from shared.http import json_response
@@ -19,7 +19,24 @@ routes = web.RouteTableDef()
 
 
 async def caller(request: web.Request) -> Principal:
-    return await bearer_principal(request, 401, "invalid_client")
+    """The resource server calling: a bearer credential, or (RFC 7662 §2.1, RFC 6749 §2.3.1)
+    HTTP Basic client authentication whose password is a Tessera credential of that client."""
+    challenge = {"WWW-Authenticate": 'Bearer realm="tessera", Basic realm="tessera"'}
+    credentials = basic(request) if bearer(request) is None else None
+    try:
+        if credentials is None:
+            return await bearer_principal(request, 401, "invalid_client")
+        client_id, secret = credentials
+        principal = await request.app[AUTH].authenticate(secret)
+        if principal.subject != client_id:
+            raise Unauthenticated("the client id is not the credential's subject")
+        return principal
+    except Unauthenticated as exc:
+        raise DialectError(401, exc.message, "invalid_client", headers=challenge) from None
+    except DialectError as exc:
+        if exc.status == 401:
+            exc.headers = challenge
+        raise
 
 
 def _refused(action: str) -> DialectError:

@@ -205,6 +205,18 @@ async def update_keys(request: web.Request) -> web.Response:
     return ok(request, {"public_key": rotated["public_key_pem"]}, "Keys updated.")
 
 
+@routes.get("/v3/tokens/hello")
+async def hello(request: web.Request) -> web.Response:
+    """The real tokens-api's liveness route."""
+    return ok(request, "hello", "Hello from the Tapis tokens API (Tessera).")
+
+
+@routes.get("/v3/tokens/ready")
+async def ready(request: web.Request) -> web.Response:
+    """The real tokens-api's readiness route: ready once the gateway is serving."""
+    return ok(request, "ready", "The tokens API is ready.")
+
+
 @routes.get("/v3/tenants/{tenant}/.well-known/jwks.json")
 async def jwks(request: web.Request) -> web.Response:
     status, body, cache_control = await request.app[BACKENDS].jwks(request.match_info["tenant"])

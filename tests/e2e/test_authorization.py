@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.gateway_support import ensure_tenant, http_json, mint, unique
+from tests.e2e.gateway_support import ensure_tenant, http, http_json, mint, unique
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
@@ -546,3 +546,26 @@ def test_a_public_client_cannot_name_the_audit_actor(world: World) -> None:
     )
     assert status == 200
     assert audit_actors(world, request_id) == {f"{user.subject}@dev"}
+
+
+def test_introspection_takes_client_basic_auth_and_challenges_without_it(world: World) -> None:
+    g, user = world.stack.gateway, world.callers["user"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, _ = http("POST", f"{g}/oauth2/introspect", raw=b"token=x", headers=form)
+    assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+    basic = base64.b64encode(f"{user.subject}:{user.token}".encode()).decode()
+    status, body = http_json(
+        "POST",
+        f"{g}/oauth2/introspect",
+        raw=f"token={world.victim_dapi}".encode(),
+        headers={**form, "Authorization": f"Basic {basic}"},
+    )
+    assert status == 200 and body["active"] and body["sub"] == world.victim.subject
+    wrong = base64.b64encode(f"someone-else:{user.token}".encode()).decode()
+    status, headers, _ = http(
+        "POST",
+        f"{g}/oauth2/introspect",
+        raw=b"token=x",
+        headers={**form, "Authorization": f"Basic {wrong}"},
+    )
+    assert status == 401 and "WWW-Authenticate" in headers

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
-from databricks.sdk.errors import InvalidParameterValue, ResourceDoesNotExist, Unauthenticated
+from databricks.sdk.errors import (
+    InvalidParameterValue,
+    NotFound,
+    ResourceDoesNotExist,
+    Unauthenticated,
+)
 
 from tests.conftest import Stack
 from tests.e2e.gateway_support import ensure_tenant, http_json, mint, unique
@@ -135,4 +141,24 @@ def test_a_deleted_token_frees_its_quota_place_at_once(stack: Stack) -> None:
 
 def test_well_known_probe_answers_fast_without_auth(stack: Stack) -> None:
     status, body = http_json("GET", f"{stack.gateway}/.well-known/databricks-config")
-    assert status == 404 and body["error_code"] == "NOT_FOUND" and "workspace_id" not in body
+    assert status == 200 and body == {}  # nothing to discover, and no workspace_id
+
+
+def test_a_client_is_built_without_a_warning(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="databricks"):
+        w = client(stack, mint(stack, unique("quiet")))
+        assert w.config.auth_type == "pat"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+
+
+def test_apis_tessera_does_not_serve_say_so(stack: Stack) -> None:
+    w = client(stack, mint(stack, unique("tm")))
+    with pytest.raises(NotFound) as raised:
+        list(w.token_management.list())
+    assert "Tessera serves only the Databricks Token API" in str(raised.value)
+    with pytest.raises(NotFound) as raised:
+        w.current_user.me()
+    assert "is not served here" in str(raised.value)

@@ -181,3 +181,46 @@ def test_unknown_route_or_method_is_a_405_envelope(stack: Stack) -> None:
     for method, path in [("GET", "/v3/nothing"), ("DELETE", "/v3/tokens")]:
         status, body = http_json(method, f"{stack.gateway}{path}")
         assert status == 405 and body["status"] == "error"
+
+
+def test_health_routes_of_the_real_tokens_api_answer(stack: Stack) -> None:
+    for route, result in (("hello", "hello"), ("ready", "ready")):
+        status, body = http_json("GET", f"{stack.gateway}/v3/tokens/{route}")
+        assert status == 200, body
+        assert (body["status"], body["result"]) == ("success", result)
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_service_and_delegation_tokens_through_tapipy(stack: Stack, refresh: bool) -> None:
+    service = unique("jobs")
+    client = basic_client(stack, service, mint(stack, service))
+    pair = client.tokens.create_token(
+        account_type="service",
+        token_tenant_id="dev",
+        token_username=service,
+        target_site_id="tacc",
+        generate_refresh_token=refresh,
+    )
+    claims = claims_of(pair.access_token.access_token)
+    assert claims["tapis/account_type"] == "service"
+    assert claims["tapis/target_site"] == "tacc"
+    assert claims["tapis/delegation"] is False and claims["tapis/delegation_sub"] is None
+    assert hasattr(pair, "refresh_token") == refresh
+    delegated = client.tokens.create_token(
+        account_type="service",
+        token_tenant_id="dev",
+        token_username=service,
+        target_site_id="tacc",
+        delegation_token=True,
+        delegation_sub_tenant_id="dev",
+        delegation_sub_username="bob",
+        generate_refresh_token=refresh,
+    )
+    claims = claims_of(delegated.access_token.access_token)
+    assert claims["tapis/delegation"] is True
+    assert claims["tapis/delegation_sub"] == "bob@dev"
+    assert claims["sub"] == f"{service}@dev" and claims["tapis/target_site"] == "tacc"
+    if refresh:
+        refreshed = client.tokens.refresh_token(refresh_token=delegated.refresh_token.refresh_token)
+        again = claims_of(refreshed.access_token.access_token)
+        assert again["tapis/delegation_sub"] == "bob@dev" and again["jti"] != claims["jti"]

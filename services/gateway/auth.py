@@ -127,7 +127,7 @@ class Authenticator:
         status, body = await self._backends.authenticate(token)
         if status == 401:
             self._cache.pop(key, None)
-            raise Unauthenticated("invalid credential")
+            raise Unauthenticated("invalid credential: unknown, expired or revoked")
         if status != 200 or not isinstance(body, dict):
             raise Unavailable("the issuer service is unavailable")
         principal = from_issuer(body)

@@ -65,7 +65,7 @@ async def bearer_principal(request: web.Request, status: int, code: str | None =
     try:
         return await request.app[AUTH].authenticate(token)
     except Unauthenticated as exc:
-        raise DialectError(status, f"invalid credential: {exc.message}", code) from None
+        raise DialectError(status, exc.message, code) from None
 
 
 def basic(request: web.Request) -> tuple[str, str] | None:

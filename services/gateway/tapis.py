@@ -146,7 +146,7 @@ async def _body_token(request: web.Request, field: str) -> tuple[str, dict[str, 
     try:
         claims = await request.app[AUTH].verify_jwt(token)
     except Unauthenticated as exc:
-        raise DialectError(400, f"Invalid token: {exc.message}") from None
+        raise DialectError(400, exc.message[:1].upper() + exc.message[1:]) from None
     return token, claims
 
 

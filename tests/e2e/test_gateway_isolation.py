@@ -118,3 +118,24 @@ def test_revocation_feed_is_per_tenant(stack: Stack) -> None:
         "GET", f"{stack.gateway}/v1/revocations?since=0", headers=bearer(outsider)
     )
     assert status == 200 and all(r["tenant"] == "other" for r in feed["revocations"])
+
+
+def test_refusal_messages_say_it_once(stack: Stack) -> None:
+    g = stack.gateway
+    status, body = http_json("GET", f"{g}/api/2.0/token/list", headers=bearer("dapi" + "0" * 32))
+    assert status == 401
+    assert body["message"] == "invalid credential: unknown, expired or revoked"
+    expired = mint(stack, unique("exp"), dialect="tapis", ttl=1)
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = http_json(
+            "POST",
+            f"{g}/v3/tokens/revoke",
+            body={"token": expired},
+            headers={"Content-Type": "application/json"},
+        )
+        if "expired" in body["message"]:
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+    assert status == 400 and body["message"] == "Invalid token: expired"

@@ -19,7 +19,13 @@ from shared.http import json_response
 
 log = structlog.get_logger("tessera.gateway")
 
-LAGRELLO_TYPES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}
+LAGRELLO_TYPES = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    413: "PayloadTooLarge",
+    429: "TooManyRequests",
+}
 DATABRICKS_CODES = {
     400: "INVALID_PARAMETER_VALUE",
     401: "UNAUTHENTICATED",

@@ -12,8 +12,8 @@ from typing import Any
 from services.keys.crypto import ALGORITHMS
 from services.keys.errors import InvalidClaims
 from shared.errors import BadRequest
+from shared.ids import TENANT_ID_TEXT, is_tenant_id
 
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_CLAIM_SETS = 32
 MAX_CLAIMS_BYTES = 8 * 1024
 # The watermark of a key that signed a token without ``exp``: it stays published for good.
@@ -33,8 +33,8 @@ def _positive_int(body: dict[str, Any], name: str) -> int:
 def parse_tenant(body: dict[str, Any], public_url: str) -> dict[str, Any]:
     """A new tenant's settings from a request body, with defaults filled in."""
     tenant_id = body.get("id")
-    if not isinstance(tenant_id, str) or not TENANT_ID.match(tenant_id):
-        raise BadRequest("id must match ^[a-z0-9][a-z0-9-]{0,62}$")
+    if not is_tenant_id(tenant_id):
+        raise BadRequest(f"id must match {TENANT_ID_TEXT}")
     alg = body.get("alg", "RS256")
     if alg not in ALGORITHMS:
         raise BadRequest(f"alg must be one of {', '.join(ALGORITHMS)}")

@@ -103,7 +103,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except TesseraError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        headers = None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif exc.status == 429:
+            headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
         return json_response(exc.to_json(), exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

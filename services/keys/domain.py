@@ -6,11 +6,11 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.keys.crypto import ALGORITHMS
-from services.keys.errors import InvalidClaims
+from services.keys.errors import InvalidClaims, RotationLimited, TooManyKeys
 from shared.errors import BadRequest
 from shared.ids import TENANT_ID_TEXT, is_tenant_id
 
@@ -160,6 +160,41 @@ def is_published(
         return True
     until = publish_until(state, retired_at, max_exp)
     return state == "retired" and until is not None and until > now
+
+
+@dataclass(frozen=True)
+class RotationLimits:
+    """Per tenant: new keys an hour, and keys published at once (0: no limit)."""
+
+    per_hour: int = 10
+    max_published: int = 20
+
+
+def check_rotation(keys: list[Any], now: datetime, limits: RotationLimits) -> None:
+    """Refuse a requested rotation past the tenant's limits (issue 14: twenty update_keys
+    calls left twenty-one keys published for as long as their tokens live).
+
+    ``keys`` are the tenant's key rows; every key created in the last hour counts as a
+    rotation, and a rotation publishes one key more (the retired one stays published while
+    tokens it signed live)."""
+    hour_ago = now - timedelta(hours=1)
+    recent = sorted(k["created_at"] for k in keys if k["created_at"] > hour_ago)
+    if limits.per_hour and len(recent) >= limits.per_hour:
+        wait = recent[-limits.per_hour] + timedelta(hours=1) - now
+        raise RotationLimited(
+            f"at most {limits.per_hour} key rotations an hour for a tenant: retry later",
+            details={"retry_after": max(1, int(wait.total_seconds()) + 1)},
+        )
+    published = sum(
+        is_published(k["state"], k["retired_at"], k["max_exp"], now)
+        for k in keys
+        if k["state"] != "pending"  # an immediate rotation drops a pending key
+    )
+    if limits.max_published and published + 1 > limits.max_published:
+        raise TooManyKeys(
+            f"the tenant already publishes {published} keys (at most {limits.max_published}):"
+            " revoke retired keys before rotating again"
+        )
 
 
 def tenant_json(row: Any) -> dict[str, Any]:

@@ -117,6 +117,7 @@ async def rotate(request: web.Request) -> web.Response:
         _tenant(request),
         immediate=immediate,
         delay=request.app[SETTINGS].activation_delay,
+        limits=request.app[SETTINGS].rotation_limits,
     )
     await request.app[SIGNER].refresh()
     return json_response(

@@ -14,12 +14,14 @@ V = TypeVar("V")
 class TtlCache(Generic[K, V]):
     """Values fetched on a miss and kept for ``ttl`` seconds. Concurrent misses of one key share
     one fetch, so an entry expiring under load costs one call, not one per request. A fetch that
-    raises or returns None (nothing found) is not remembered."""
+    raises is not remembered; one that returns None (nothing found) is remembered for
+    ``negative_ttl`` seconds (0: not at all). At most ``max_entries`` keys are kept."""
 
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl: float, max_entries: int = 10_000, *, negative_ttl: float = 0.0) -> None:
         self._ttl = ttl
+        self._negative_ttl = negative_ttl
         self._max_entries = max_entries
-        self._entries: dict[K, tuple[float, V]] = {}
+        self._entries: dict[K, tuple[float, V | None]] = {}
         self._fetching: dict[K, asyncio.Future[V | None]] = {}
 
     async def get(self, key: K, fetch: Callable[[], Awaitable[V | None]]) -> V | None:
@@ -35,10 +37,11 @@ class TtlCache(Generic[K, V]):
 
     async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V | None]]) -> V | None:
         value = await fetch()
-        if value is not None:
+        ttl = self._ttl if value is not None else self._negative_ttl
+        if ttl > 0:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()
-            self._entries[key] = (time.monotonic() + self._ttl, value)
+            self._entries[key] = (time.monotonic() + ttl, value)
         return value
 
     def _fetched(self, key: K, done: asyncio.Future[V | None]) -> None:

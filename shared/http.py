@@ -13,7 +13,8 @@ from aiohttp import ClientError, ClientRequest, ClientResponse, ClientSession, C
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from shared.errors import BadRequest, PayloadTooLarge, TesseraError, Unavailable
+from shared.errors import BadRequest, TesseraError, Unavailable
+from shared.jsonbody import DEFAULT_MAX_BODY_BYTES, MAX_BODY, parse_json, read_body
 from shared.logging import (
     ACTOR_HEADER,
     REQUEST_ID_HEADER,
@@ -27,7 +28,6 @@ from shared.logging import (
 log = structlog.get_logger("tessera.http")
 
 JSON = "application/json"
-MAX_BODY_BYTES = 64 * 1024
 
 REQUESTS = Counter(
     "tessera_http_requests_total", "HTTP requests answered", ["service", "route", "status"]
@@ -107,7 +107,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except TesseraError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        headers = None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif exc.status == 429:
+            headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
         return json_response(exc.to_json(), exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -143,19 +147,10 @@ def storable_text(value: Any) -> bool:
     return True
 
 
-async def read_json_object(
-    request: web.Request, *, max_bytes: int = MAX_BODY_BYTES
-) -> dict[str, Any]:
-    """The request body as a JSON object, or :class:`BadRequest` / :class:`PayloadTooLarge`."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body is not valid JSON") from None
+async def read_json_object(request: web.Request, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """The whole request body as a JSON object (the service's size limit by default, depth
+    bounded), or :class:`BadRequest` / :class:`PayloadTooLarge`."""
+    body = parse_json(await read_body(request, max_bytes))
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     if not storable_text(body):
@@ -198,13 +193,20 @@ def add_ops_routes(app: web.Application, service: str) -> None:
     app.router.add_get("/metrics", metrics)
 
 
-def base_app(service: str, *, middlewares: list[Any] | None = None) -> web.Application:
+def base_app(
+    service: str,
+    *,
+    middlewares: list[Any] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> web.Application:
     """An application with the request-context middleware, the given error middleware (the
-    internal JSON one by default) and the ops routes."""
+    internal JSON one by default) and the ops routes; bodies (forms too) are refused past
+    ``max_body_bytes``."""
     app = web.Application(
         middlewares=[request_context, *(middlewares or [json_errors])],
-        client_max_size=MAX_BODY_BYTES,
+        client_max_size=max_body_bytes,
     )
+    app[MAX_BODY] = max_body_bytes
     add_ops_routes(app, service)
     return app
 

@@ -22,9 +22,10 @@ from aiohttp import web
 from shared.bus.amqp import Broker
 from shared.bus.consumer import Consumer, Handler
 from shared.bus.outbox import OutboxRelay
+from shared.connections import listen, raise_file_limit
 from shared.db import create_pool, describe_database
 from shared.http import READINESS_CHECKS
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, ServerLimits
 
 log = structlog.get_logger("tessera.service")
 
@@ -110,7 +111,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    common = app.get(COMMON)
+    limits = common.limits if common is not None else ServerLimits()
+    file_limit = raise_file_limit()
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
+    )
     try:
         await runner.setup()
     except StartupError as exc:
@@ -118,9 +124,8 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         # Let closing connections run their last callbacks before the loop goes away.
         await asyncio.sleep(0.1)
         fail(str(exc))
-    site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
-        await site.start()
+        server = await listen(runner, host, port, limits, file_limit)
     except OSError as exc:
         await runner.cleanup()
         fail(f"cannot listen on {host}:{port}: {exc.strerror}")
@@ -131,6 +136,7 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    server.close()
     await runner.cleanup()
 
 

@@ -159,6 +159,31 @@ class AmqpNames:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """What one service process accepts from its clients (issue 14: the edge refuses early)."""
+
+    # Largest request body read; larger → 413 in the caller's shape.
+    max_body_bytes: int = 1024 * 1024
+    # A connection must deliver a whole request head this soon after it opens (or after its
+    # first byte, on a kept-alive connection); else it is closed. 0: no deadline.
+    head_timeout: float = 10.0
+    # An idle kept-alive connection is closed after this long.
+    keepalive_timeout: float = 75.0
+    # Open connections per process; one more is answered 503 and closed. Lowered at start-up
+    # to what the file-descriptor limit allows. 0: no cap (besides that limit).
+    max_connections: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: Env) -> ServerLimits:
+        return cls(
+            max_body_bytes=get_int(env, "TESSERA_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            head_timeout=get_float(env, "TESSERA_HEAD_TIMEOUT", cls.head_timeout),
+            keepalive_timeout=get_float(env, "TESSERA_KEEPALIVE_TIMEOUT", cls.keepalive_timeout),
+            max_connections=get_int(env, "TESSERA_MAX_CONNECTIONS", cls.max_connections, minimum=0),
+        )
+
+
+@dataclass(frozen=True)
 class CommonSettings:
     """What every service needs: where it listens and how it reaches PostgreSQL and RabbitMQ."""
 
@@ -170,6 +195,7 @@ class CommonSettings:
     database_url: str | None = field(repr=False)
     log_level: str = "info"
     version: str = "dev"
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
     @classmethod
     def from_env(cls, env: Env, service: str) -> CommonSettings:
@@ -188,6 +214,7 @@ class CommonSettings:
             ),
             log_level=get_str(env, "TESSERA_LOG_LEVEL", "info").lower(),
             version=get_str(env, "TESSERA_VERSION", "dev"),
+            limits=ServerLimits.from_env(env),
         )
 
 

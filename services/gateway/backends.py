@@ -6,18 +6,23 @@ import asyncio
 from typing import Any
 
 import structlog
-from aiohttp import ClientSession
+from aiohttp import ClientError, ClientSession
 
+from services.gateway import edge
 from services.gateway.settings import Settings
 from shared.authz import DEFAULT_MAX_LIFETIME
 from shared.batching import Batcher
 from shared.cache import TtlCache
+from shared.errors import BadRequest, Unavailable
 from shared.http import call_service, raise_for_service_error
+from shared.ids import InvalidIdentifier, is_tenant_id, tenant_url
 
 log = structlog.get_logger("tessera.gateway")
 # How long a revocation's answer waits for the issuer to note it (Authenticator.revoke).
 MARK_TIMEOUT = 2.0
 
+# The revocation feed's two pages (GET /internal/revocations[/snapshot]).
+FEED_PATHS = ("", "/snapshot")
 # What the dialects' owner lists read of a TokenRecord.
 LIST_FIELDS = ["id", "display_id", "name", "created_at", "expires_at"]
 
@@ -28,7 +33,11 @@ class Backends:
         self._issuer = settings.issuer_url
         self._keys = settings.keys_url
         self._revocation = settings.revocation_url
-        self._tenants: TtlCache[str, dict[str, Any]] = TtlCache(settings.tenant_cache_seconds)
+        # Unknown tenants are remembered too, briefly: a stream of requests naming one costs
+        # one keys-service call per few seconds, not one each.
+        self._tenants: TtlCache[str, dict[str, Any]] = TtlCache(
+            settings.tenant_cache_seconds, negative_ttl=settings.unknown_tenant_cache_seconds
+        )
         self._owner_lists: Batcher[dict[str, Any], list[dict[str, Any]]] = Batcher(
             self._owner_lists_batch, max_batch=32, max_in_flight=1
         )
@@ -139,6 +148,8 @@ class Backends:
             log.warning("issuer not told of a revocation; its event will", error=repr(exc))
 
     async def feed(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        if path not in FEED_PATHS:
+            raise ValueError(f"no feed page {path!r}")
         result: dict[str, Any] = await self._call(
             "revocation", "GET", f"{self._revocation}/internal/revocations{path}", params=params
         )
@@ -147,9 +158,19 @@ class Backends:
     # keys
     async def tenant(self, tenant: str) -> dict[str, Any] | None:
         """The tenant's settings, or None when there is no such tenant. Found tenants are
-        remembered for ``TESSERA_TENANT_CACHE_SECONDS`` (tenants are never deleted)."""
-        found = await self._tenants.get(tenant, lambda: self._fetch_tenant(tenant))
-        return dict(found) if found is not None else None
+        remembered for ``TESSERA_TENANT_CACHE_SECONDS`` (tenants are never deleted), unknown
+        ones for ``TESSERA_UNKNOWN_TENANT_CACHE_SECONDS``. A malformed id is unknown without
+        any call."""
+        edge.admit()
+        found = (
+            await self._tenants.get(tenant, lambda: self._fetch_tenant(tenant))
+            if is_tenant_id(tenant)
+            else None
+        )
+        if found is None:
+            edge.charge()
+            return None
+        return dict(found)
 
     async def max_lifetime(self, tenant: str) -> int:
         """The tenant's maximum credential lifetime in seconds (CONTRACTS.md §0)."""
@@ -160,7 +181,7 @@ class Backends:
 
     async def _fetch_tenant(self, tenant: str) -> dict[str, Any] | None:
         status, body = await call_service(
-            self._session, "GET", f"{self._keys}/internal/tenants/{tenant}", service="keys"
+            self._session, "GET", tenant_url(self._keys, tenant), service="keys"
         )
         if status == 404:
             return None
@@ -168,18 +189,27 @@ class Backends:
         return dict(body)
 
     async def rotate_now(self, tenant: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "keys",
-            "POST",
-            f"{self._keys}/internal/tenants/{tenant}/keys/rotate",
-            {"immediate": True},
-        )
+        try:
+            url = tenant_url(self._keys, tenant, "keys", "rotate")
+        except InvalidIdentifier:
+            raise BadRequest(f"tenant {tenant} is not served here") from None
+        result: dict[str, Any] = await self._call("keys", "POST", url, {"immediate": True})
         return result
 
     async def jwks(self, tenant: str) -> tuple[int, Any, str | None]:
-        async with self._session.get(f"{self._keys}/internal/tenants/{tenant}/jwks") as resp:
-            return (
-                resp.status,
-                await resp.json(content_type=None),
-                resp.headers.get("Cache-Control"),
-            )
+        """(status, body, Cache-Control) of the tenant's JWKS; 404 for a malformed tenant id
+        without any call."""
+        try:
+            url = tenant_url(self._keys, tenant, "jwks")
+        except InvalidIdentifier:
+            return 404, None, None
+        try:
+            async with self._session.get(url) as resp:
+                return (
+                    resp.status,
+                    await resp.json(content_type=None),
+                    resp.headers.get("Cache-Control"),
+                )
+        except (ClientError, TimeoutError, OSError, ValueError) as exc:
+            log.warning("service unreachable", target="keys", error=type(exc).__name__)
+            raise Unavailable("the keys service is unavailable") from None

@@ -19,7 +19,13 @@ from shared.http import json_response
 
 log = structlog.get_logger("tessera.gateway")
 
-LAGRELLO_TYPES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}
+LAGRELLO_TYPES = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    413: "PayloadTooLarge",
+    429: "TooManyRequests",
+}
 DATABRICKS_CODES = {
     400: "INVALID_PARAMETER_VALUE",
     401: "UNAUTHENTICATED",
@@ -145,6 +151,10 @@ async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamRe
         retry = str(exc.details.get("retry_after", 1))
         return render(request, 429, exc.message, headers={"Retry-After": retry})
     except TesseraError as exc:
+        if exc.status == 429:
+            # A backend's limit (a keys-service rotation limit): its Retry-After passes on.
+            retry = str(exc.details.get("retry_after", 1))
+            return render(request, 429, exc.message, headers={"Retry-After": retry})
         # A quota is a client error in every dialect (Databricks maps its own code above).
         status = 400 if exc.code == "quota_exceeded" else exc.status
         return render(request, status, exc.message)

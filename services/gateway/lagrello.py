@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from services.gateway.auth import require
-from services.gateway.context import AUTH, BACKENDS
+from services.gateway.context import AUTH, BACKENDS, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal, json_body
@@ -104,7 +104,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     result = await request.app[BACKENDS].list_tokens(
         tenant=principal.tenant, kind="opaque", limit=str(size), offset=str((page - 1) * size)
     )
-    base = f"{request.url.origin()}/v1/tokens"
+    base = f"{request.app[SETTINGS].public_url}/v1/tokens"
 
     def link(number: int) -> str:
         return f"{base}?page={number}&size={size}"

@@ -22,11 +22,13 @@ def _errors(schema: str, *statuses: int) -> dict[str, Any]:
 
 STR = {"type": "string"}
 NULLABLE_STR = {"type": ["string", "null"]}
-TAPIS_ERRORS = _errors("TapisError", 400, 405, 500, 503)
-JM_ERRORS = _errors("Detail", 400, 403, 404, 405, 500, 503)
-LAGRELLO_ERRORS = _errors("LagrelloError", 400, 403, 404, 405, 500, 503)
-DB_ERRORS = _errors("DatabricksError", 400, 401, 403, 404, 405, 500, 503)
-TESSERA_ERRORS = _errors("TesseraError", 400, 401, 403, 404, 405, 500, 503)
+# 413: a body over TESSERA_MAX_BODY_BYTES (Tapis answers it 400); 429: rate limits, the
+# pre-authentication limit per address included; 503: a dependency down, or too many connections.
+TAPIS_ERRORS = _errors("TapisError", 400, 405, 429, 500, 503)
+JM_ERRORS = _errors("Detail", 400, 403, 404, 405, 413, 500, 503)
+LAGRELLO_ERRORS = _errors("LagrelloError", 400, 403, 404, 405, 413, 429, 500, 503)
+DB_ERRORS = _errors("DatabricksError", 400, 401, 403, 404, 405, 413, 429, 500, 503)
+TESSERA_ERRORS = _errors("TesseraError", 400, 401, 403, 404, 405, 413, 429, 500, 503)
 
 
 def _tapis_ok(result: dict[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,7 @@ class RateLimiter:
         self._buckets: dict[str, Bucket] = {}
         self._max_keys = max_keys
 
-    def retry_after(self, key: str, now: float | None = None) -> float:
-        """0 when a request for ``key`` may pass now (and takes its token), else the seconds
-        until one may."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
+    def _bucket(self, key: str, now: float) -> Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._max_keys:
@@ -39,10 +34,31 @@ class RateLimiter:
             bucket = self._buckets[key] = Bucket(self.burst, now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
         bucket.stamp = now
+        return bucket
+
+    def retry_after(self, key: str, now: float | None = None) -> float:
+        """0 when a request for ``key`` may pass now (and takes its token), else the seconds
+        until one may."""
+        if self.rate <= 0:
+            return 0.0
+        bucket = self._bucket(key, time.monotonic() if now is None else now)
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
+
+    def waiting(self, key: str, now: float | None = None) -> float:
+        """Like :meth:`retry_after` but takes nothing: 0 while ``key`` has a token left."""
+        if self.rate <= 0 or key not in self._buckets:
+            return 0.0
+        bucket = self._bucket(key, time.monotonic() if now is None else now)
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.rate
+
+    def charge(self, key: str, now: float | None = None) -> None:
+        """Take one token from ``key`` (down to none): something it did counts against it."""
+        if self.rate > 0:
+            bucket = self._bucket(key, time.monotonic() if now is None else now)
+            bucket.tokens = max(0.0, bucket.tokens - 1.0)
 
 
 class Limits:

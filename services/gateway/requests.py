@@ -4,33 +4,45 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
-import json
 from typing import Any
 
 from aiohttp import web
 
 from services.gateway.context import AUTH
+from services.gateway.edge import client_address, forwarded_hops
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from shared.errors import Unauthenticated
-from shared.http import MAX_BODY_BYTES, storable_text
-from shared.settings import IPNetwork
+from shared.http import storable_text
+from shared.jsonbody import BodyTooLarge, MalformedJson, parse_json, read_body
+
+# The peer address lives with the other edge rules; handlers import it from here as before.
+__all__ = [
+    "basic",
+    "bearer",
+    "bearer_principal",
+    "client_address",
+    "forwarded_hops",
+    "json_body",
+    "json_object",
+]
 
 
 async def json_body(request: web.Request, *, status: int = 400, allow_empty: bool = False) -> Any:
-    """The parsed JSON body (any JSON value), or None for an empty body when allowed."""
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise DialectError(status, "request body too large")
+    """The parsed JSON body (any JSON value), or None for an empty body when allowed. The
+    whole body is read (up to the configured limit: 413), and parsed with a depth limit."""
+    try:
+        raw = await read_body(request)
+    except BodyTooLarge as exc:
+        raise DialectError(413, exc.message) from None
     if not raw.strip():
         if allow_empty:
             return None
         raise DialectError(status, "request body is empty; a JSON object is required")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise DialectError(status, "request body is not valid JSON") from None
+        body = parse_json(raw)
+    except MalformedJson as exc:
+        raise DialectError(status, exc.message) from None
     if not storable_text(body):
         raise DialectError(status, "strings must be valid Unicode without NUL characters")
     return body
@@ -81,28 +93,3 @@ def basic(request: web.Request) -> tuple[str, str] | None:
     if not sep:
         raise DialectError(400, "malformed Basic credentials")
     return user, password
-
-
-def client_address(
-    request: web.Request, trusted: tuple[IPNetwork, ...]
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The TCP peer, or, when the peer is a trusted proxy, the right-most untrusted
-    X-Forwarded-For entry (entries further left are client-controlled)."""
-    peer = request.remote
-    try:
-        address = ipaddress.ip_address(peer) if peer else None
-    except ValueError:
-        return None
-    if address is None or not any(address in net for net in trusted):
-        return address
-    forwarded = [
-        p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()
-    ]
-    for entry in reversed(forwarded):
-        try:
-            hop = ipaddress.ip_address(entry)
-        except ValueError:
-            return None
-        if not any(hop in net for net in trusted):
-            return hop
-    return address

@@ -30,11 +30,18 @@ class Settings:
     databricks_default_lifetime: int
     opaque_cache_seconds: float
     tenant_cache_seconds: float
+    unknown_tenant_cache_seconds: float
     # Requests per second (and burst) per principal and per tenant, in this replica; 0: off.
     principal_rate: float
     principal_burst: float
     tenant_rate: float
     tenant_burst: float
+    # Failed authentications and unknown tenants per second (and burst) per client address,
+    # before authentication; 0: off.
+    failure_rate: float
+    failure_burst: float
+    # The public base URL: Lagrello paging links start with it, never with the request's Host.
+    public_url: str
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
@@ -52,8 +59,14 @@ class Settings:
             ),
             opaque_cache_seconds=get_float(env, "TESSERA_AUTH_CACHE_SECONDS", 5.0),
             tenant_cache_seconds=get_float(env, "TESSERA_TENANT_CACHE_SECONDS", 10.0),
+            unknown_tenant_cache_seconds=get_float(
+                env, "TESSERA_UNKNOWN_TENANT_CACHE_SECONDS", 3.0
+            ),
             principal_rate=get_float(env, "TESSERA_RATE_LIMIT_PRINCIPAL", 200.0),
             principal_burst=get_float(env, "TESSERA_RATE_LIMIT_PRINCIPAL_BURST", 400.0),
             tenant_rate=get_float(env, "TESSERA_RATE_LIMIT_TENANT", 2000.0),
             tenant_burst=get_float(env, "TESSERA_RATE_LIMIT_TENANT_BURST", 4000.0),
+            failure_rate=get_float(env, "TESSERA_RATE_LIMIT_FAILURES", 5.0),
+            failure_burst=get_float(env, "TESSERA_RATE_LIMIT_FAILURES_BURST", 100.0),
+            public_url=get_str(env, "TESSERA_PUBLIC_URL", "http://localhost:8080").rstrip("/"),
         )

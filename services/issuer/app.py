@@ -25,7 +25,7 @@ async def clients(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app("issuer")
+    app = base_app("issuer", max_body_bytes=settings.common.limits.max_body_bytes)
     app[SETTINGS] = settings
     app[COMMON] = settings.common
     # Set up in this order, torn down in reverse: consumers stop before the pool closes.

@@ -12,6 +12,7 @@ from shared.batching import Batcher
 from shared.cache import TtlCache
 from shared.errors import TesseraError, Unavailable
 from shared.http import call_service, raise_for_service_error
+from shared.ids import InvalidIdentifier, tenant_url
 
 SignCall = tuple[str, list[dict[str, Any]]]
 Signed = tuple[list[str], str]
@@ -35,10 +36,14 @@ class KeysClient:
             raise UnknownTenant(f"unknown tenant {tenant!r}")
         return dict(found)
 
+    def _url(self, tenant: str, *rest: str) -> str:
+        try:
+            return tenant_url(self._base, tenant, *rest)
+        except InvalidIdentifier:
+            raise UnknownTenant(f"unknown tenant {tenant!r}") from None
+
     async def _fetch_tenant(self, tenant: str) -> dict[str, Any] | None:
-        status, body = await call_service(
-            self._session, "GET", f"{self._base}/internal/tenants/{tenant}", service="keys"
-        )
+        status, body = await call_service(self._session, "GET", self._url(tenant), service="keys")
         if status == 404:
             return None
         raise_for_service_error(status, body, "keys")
@@ -90,7 +95,7 @@ class KeysClient:
         status, body = await call_service(
             self._session,
             "POST",
-            f"{self._base}/internal/tenants/{tenant}/sign",
+            self._url(tenant, "sign"),
             service="keys",
             json_body={"claims": claim_sets},
         )

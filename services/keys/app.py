@@ -57,7 +57,7 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app("keys")
+    app = base_app("keys", max_body_bytes=settings.common.limits.max_body_bytes)
     app[SETTINGS] = settings
     app[COMMON] = settings.common
     app[KEYRING] = Keyring(settings.keks)

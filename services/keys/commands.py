@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from shared.ids import TENANT_ID_TEXT, InvalidIdentifier, tenant_url
 from shared.service import fail
 from shared.settings import service_url
 
@@ -33,6 +34,14 @@ async def _call(method: str, path: str, body: Any = None) -> Any:
             return payload
     except (aiohttp.ClientError, OSError) as exc:
         fail(f"cannot reach the keys service at {url}: {type(exc).__name__}")
+
+
+def _tenant_path(tenant: str, *rest: str) -> str:
+    """``/internal/tenants/{tenant}/…`` from checked, quoted segments."""
+    try:
+        return tenant_url("", tenant, *rest)
+    except InvalidIdentifier:
+        fail(f"malformed tenant id or kid: a tenant id matches {TENANT_ID_TEXT}")
 
 
 def _print(payload: Any) -> int:
@@ -55,19 +64,19 @@ def cmd_tenant_list(_args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_show(args: argparse.Namespace) -> int:
-    tenant = asyncio.run(_call("GET", f"/internal/tenants/{args.id}"))
-    keys = asyncio.run(_call("GET", f"/internal/tenants/{args.id}/keys"))
+    tenant = asyncio.run(_call("GET", _tenant_path(args.id)))
+    keys = asyncio.run(_call("GET", _tenant_path(args.id, "keys")))
     return _print({**tenant, "keys": keys["keys"]})
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     body = {"immediate": args.immediate}
-    result = asyncio.run(_call("POST", f"/internal/tenants/{args.tenant}/keys/rotate", body))
+    result = asyncio.run(_call("POST", _tenant_path(args.tenant, "keys", "rotate"), body))
     return _print(result)
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    path = f"/internal/tenants/{args.tenant}/keys/{args.kid}/revoke"
+    path = _tenant_path(args.tenant, "keys", args.kid, "revoke")
     return _print(asyncio.run(_call("POST", path)))
 
 

@@ -6,15 +6,15 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.keys.crypto import ALGORITHMS
-from services.keys.errors import InvalidClaims
+from services.keys.errors import InvalidClaims, RotationLimited, TooManyKeys
 from shared.authz import DEFAULT_MAX_LIFETIME
 from shared.errors import BadRequest
+from shared.ids import TENANT_ID_TEXT, is_tenant_id
 
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_CLAIM_SETS = 32
 MAX_CLAIMS_BYTES = 8 * 1024
 # The watermark of a key that signed a token without ``exp``: it stays published for good.
@@ -39,8 +39,8 @@ def _positive_int(body: dict[str, Any], name: str) -> int:
 def parse_tenant(body: dict[str, Any], public_url: str) -> dict[str, Any]:
     """A new tenant's settings from a request body, with defaults filled in."""
     tenant_id = body.get("id")
-    if not isinstance(tenant_id, str) or not TENANT_ID.match(tenant_id):
-        raise BadRequest("id must match ^[a-z0-9][a-z0-9-]{0,62}$")
+    if not is_tenant_id(tenant_id):
+        raise BadRequest(f"id must match {TENANT_ID_TEXT}")
     alg = body.get("alg", "RS256")
     if alg not in ALGORITHMS:
         raise BadRequest(f"alg must be one of {', '.join(ALGORITHMS)}")
@@ -166,6 +166,41 @@ def is_published(
         return True
     until = publish_until(state, retired_at, max_exp)
     return state == "retired" and until is not None and until > now
+
+
+@dataclass(frozen=True)
+class RotationLimits:
+    """Per tenant: new keys an hour, and keys published at once (0: no limit)."""
+
+    per_hour: int = 10
+    max_published: int = 20
+
+
+def check_rotation(keys: list[Any], now: datetime, limits: RotationLimits) -> None:
+    """Refuse a requested rotation past the tenant's limits (issue 14: twenty update_keys
+    calls left twenty-one keys published for as long as their tokens live).
+
+    ``keys`` are the tenant's key rows; every key created in the last hour counts as a
+    rotation, and a rotation publishes one key more (the retired one stays published while
+    tokens it signed live)."""
+    hour_ago = now - timedelta(hours=1)
+    recent = sorted(k["created_at"] for k in keys if k["created_at"] > hour_ago)
+    if limits.per_hour and len(recent) >= limits.per_hour:
+        wait = recent[-limits.per_hour] + timedelta(hours=1) - now
+        raise RotationLimited(
+            f"at most {limits.per_hour} key rotations an hour for a tenant: retry later",
+            details={"retry_after": max(1, int(wait.total_seconds()) + 1)},
+        )
+    published = sum(
+        is_published(k["state"], k["retired_at"], k["max_exp"], now)
+        for k in keys
+        if k["state"] != "pending"  # an immediate rotation drops a pending key
+    )
+    if limits.max_published and published + 1 > limits.max_published:
+        raise TooManyKeys(
+            f"the tenant already publishes {published} keys (at most {limits.max_published}):"
+            " revoke retired keys before rotating again"
+        )
 
 
 def tenant_json(row: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Errors of the keys service."""
 
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.errors import BadRequest, Conflict, NotFound, RateLimited
 
 
 class UnknownTenant(NotFound):
@@ -21,3 +21,15 @@ class InvalidClaims(BadRequest):
 
 class RotationPending(Conflict):
     code = "rotation_pending"
+
+
+class RotationLimited(RateLimited):
+    """More rotations of one tenant in an hour than TESSERA_KEY_ROTATIONS_PER_HOUR."""
+
+    code = "rotation_limited"
+
+
+class TooManyKeys(Conflict):
+    """A rotation would publish more keys than TESSERA_MAX_PUBLISHED_KEYS."""
+
+    code = "too_many_keys"

@@ -14,12 +14,21 @@ from services.keys.domain import (
     publish_until,
     tenant_json,
 )
-from services.keys.errors import UnknownTenant
+from services.keys.errors import UnknownKid, UnknownTenant
 from shared.errors import BadRequest
 from shared.http import json_response, read_json_object
+from shared.ids import is_kid, is_tenant_id
 from shared.service import POOL
 
 routes = web.RouteTableDef()
+
+
+def _tenant(request: web.Request) -> str:
+    """The path's tenant id; one outside the grammar is unknown, whatever reached us."""
+    tenant = request.match_info["tenant"]
+    if not is_tenant_id(tenant):
+        raise UnknownTenant("unknown tenant")
+    return tenant
 
 
 async def _tenant_row(pool: asyncpg.Pool, tenant: str) -> asyncpg.Record:
@@ -47,21 +56,19 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 @routes.get("/internal/tenants/{tenant}")
 async def show_tenant(request: web.Request) -> web.Response:
-    return json_response(
-        tenant_json(await _tenant_row(request.app[POOL], request.match_info["tenant"]))
-    )
+    return json_response(tenant_json(await _tenant_row(request.app[POOL], _tenant(request))))
 
 
 @routes.post("/internal/tenants/{tenant}/sign")
 async def sign(request: web.Request) -> web.Response:
     claim_sets = parse_claim_sets(await read_json_object(request))
-    tokens, key = await request.app[SIGNER].sign(request.match_info["tenant"], claim_sets)
+    tokens, key = await request.app[SIGNER].sign(_tenant(request), claim_sets)
     return json_response({"tokens": tokens, "kid": key.kid, "alg": key.alg})
 
 
 @routes.get("/internal/tenants/{tenant}/jwks")
 async def jwks(request: web.Request) -> web.Response:
-    tenant = request.match_info["tenant"]
+    tenant = _tenant(request)
     row = await _tenant_row(request.app[POOL], tenant)  # 404 for an unknown tenant
     keys = request.app[SIGNER].jwks(tenant)
     if keys is None:
@@ -78,7 +85,7 @@ async def jwks(request: web.Request) -> web.Response:
 
 @routes.get("/internal/tenants/{tenant}/keys")
 async def list_keys(request: web.Request) -> web.Response:
-    tenant = request.match_info["tenant"]
+    tenant = _tenant(request)
     await _tenant_row(request.app[POOL], tenant)
     async with request.app[POOL].acquire() as conn:
         rows = await store.fetch_keys(conn, tenant)
@@ -107,9 +114,10 @@ async def rotate(request: web.Request) -> web.Response:
     key, activates_at = await rotation.rotate(
         request.app[POOL],
         request.app[KEYRING],
-        request.match_info["tenant"],
+        _tenant(request),
         immediate=immediate,
         delay=request.app[SETTINGS].activation_delay,
+        limits=request.app[SETTINGS].rotation_limits,
     )
     await request.app[SIGNER].refresh()
     return json_response(
@@ -125,8 +133,10 @@ async def rotate(request: web.Request) -> web.Response:
 @routes.post("/internal/tenants/{tenant}/keys/{kid}/revoke")
 async def revoke(request: web.Request) -> web.Response:
     kid = request.match_info["kid"]
+    if not is_kid(kid):
+        raise UnknownKid("unknown or already revoked key")
     revoked_at = await rotation.revoke(
-        request.app[POOL], request.app[KEYRING], request.match_info["tenant"], kid
+        request.app[POOL], request.app[KEYRING], _tenant(request), kid
     )
     await request.app[SIGNER].refresh()
     return json_response({"kid": kid, "revoked_at": revoked_at.isoformat()})

@@ -24,7 +24,7 @@ from services.keys.crypto import (
     public_jwk,
     public_pem,
 )
-from services.keys.domain import new_kid
+from services.keys.domain import RotationLimits, check_rotation, new_kid
 from services.keys.errors import RotationPending, TenantExists, UnknownKid, UnknownTenant
 from shared.bus.outbox import add_event
 
@@ -111,10 +111,20 @@ async def rotate_locked(
 
 
 async def rotate(
-    pool: asyncpg.Pool, keyring: Keyring, tenant: str, *, immediate: bool, delay: int
+    pool: asyncpg.Pool,
+    keyring: Keyring,
+    tenant: str,
+    *,
+    immediate: bool,
+    delay: int,
+    limits: RotationLimits | None = None,
 ) -> tuple[NewKey, datetime]:
+    """A requested rotation, within ``limits`` (checked under the tenant's row lock, so
+    concurrent requests cannot pass them together)."""
     async with pool.acquire() as conn, conn.transaction():
         alg = await _tenant_alg(conn, tenant)
+        if limits is not None:
+            check_rotation(await store.fetch_keys(conn, tenant), datetime.now(UTC), limits)
         return await rotate_locked(conn, keyring, tenant, alg, immediate=immediate, delay=delay)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.keys.domain import RotationLimits
 from shared.settings import CommonSettings, ConfigError, Env, get_int, get_secret, get_str
 
 
@@ -18,6 +19,7 @@ class Settings:
     activation_delay: int
     rotation_period: int
     maintenance_interval: float
+    rotation_limits: RotationLimits = field(default_factory=RotationLimits)
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
@@ -37,4 +39,8 @@ class Settings:
             rotation_period=get_int(env, "TESSERA_KEY_ROTATION_PERIOD", 30 * 86400, minimum=0),
             maintenance_interval=float(get_int(env, "TESSERA_KEY_MAINTENANCE_MS", 1000, minimum=10))
             / 1000,
+            rotation_limits=RotationLimits(
+                per_hour=get_int(env, "TESSERA_KEY_ROTATIONS_PER_HOUR", 10, minimum=0),
+                max_published=get_int(env, "TESSERA_MAX_PUBLISHED_KEYS", 20, minimum=0),
+            ),
         )

@@ -12,9 +12,9 @@ from typing import Any
 
 from services.revocation.errors import InvalidSelector, UnknownToken
 from shared.errors import BadRequest
+from shared.ids import is_tenant_id
 from shared.tokens import classify
 
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Selectors resolved through the issuer to one token, and those that may match many.
 SINGLE_SELECTORS = ("token_id", "display_id", "token")
 BULK_SELECTORS = ("family_id", "subject", "kid")
@@ -149,7 +149,7 @@ def _parse_jwt(value: Any) -> Target:
 def parse_revoke(body: dict[str, Any]) -> RevokeCommand:
     """Validate a ``POST /internal/revocations`` body into a :class:`RevokeCommand`."""
     tenant = body.get("tenant")
-    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+    if not is_tenant_id(tenant):
         raise BadRequest("tenant is required and must match ^[a-z0-9][a-z0-9-]{0,62}$")
     given = [name for name in SELECTORS if body.get(name) is not None]
     if len(given) != 1:
@@ -246,6 +246,6 @@ def parse_int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int
 def parse_tenant_filter(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
-    if not TENANT_PATTERN.match(raw):
+    if not is_tenant_id(raw):
         raise BadRequest("tenant must match ^[a-z0-9][a-z0-9-]{0,62}$")
     return raw

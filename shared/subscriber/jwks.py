@@ -3,8 +3,9 @@
 The algorithm comes from the JWK, never from the token header; ``none`` and HS* are refused
 whatever a JWKS says. ``kid`` is only a dictionary key, never part of a URL or path, and the
 tenant (taken from the unverified ``tapis/tenant_id`` claim) must match a strict pattern before
-it goes into the JWKS URL. An unknown ``kid`` triggers a refetch, at most once per
-``refetch_interval`` per tenant, so forged kids cannot hammer the keys service.
+it goes into the JWKS URL, quoted. An unknown ``kid`` triggers a refetch, at most once per
+``refetch_interval`` per tenant, so forged kids cannot hammer the keys service; an unknown
+tenant is remembered as such for ``refetch_interval`` too, and every per-tenant map is bounded.
 """
 
 from __future__ import annotations
@@ -15,21 +16,24 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import jwt
 import structlog
 
+from shared.ids import is_tenant_id
 from shared.subscriber.config import InvalidToken, VerifierUnavailable
 
 log = structlog.get_logger("tessera.subscriber.jwks")
 
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 ALLOWED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 MAX_TOKEN_BYTES = 16 * 1024
+# Tenants whose keys (or unknown-ness) are kept, and tenants with a fetch lock at once.
+MAX_TENANTS = 10_000
 
 
 @dataclass
@@ -53,6 +57,8 @@ class JwksCache:
     refetch_interval: float = 5.0
     _tenants: dict[str, TenantKeys] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Tenants the keys service did not know, until when: no call for them before then.
+    _unknown: dict[str, float] = field(default_factory=dict)
     # Kids announced revoked: never trusted again, even if a stale JWKS still lists them.
     _revoked_kids: set[str] = field(default_factory=set)
 
@@ -71,6 +77,7 @@ class JwksCache:
     def invalidate(self, tenant: str) -> None:
         """Refetch the tenant's JWKS on next use, whatever its max-age and the refetch limit
         say: a key was just added (an immediate rotation signs with it at once)."""
+        self._unknown.pop(tenant, None)
         entry = self._tenants.get(tenant)
         if entry is not None:
             entry.expires_at = entry.fetched_at = float("-inf")
@@ -87,6 +94,8 @@ class JwksCache:
         if kid in self._revoked_kids:
             return None
         now = time.monotonic()
+        if self._unknown.get(tenant, now) > now:
+            raise InvalidToken("unknown_tenant")
         entry = self._tenants.get(tenant)
         if entry is None or now >= entry.expires_at:
             entry = await self._refresh(tenant, entry)
@@ -97,28 +106,49 @@ class JwksCache:
         return found
 
     async def _refresh(self, tenant: str, stale: TenantKeys | None) -> TenantKeys:
-        lock = self._locks.setdefault(tenant, asyncio.Lock())
-        async with lock:
-            current = self._tenants.get(tenant)
-            if current is not None and current is not stale:
-                return current  # another caller refreshed it while we waited
-            try:
-                fresh = await self._fetch(tenant)
-            except InvalidToken:
-                raise
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                log.warning("jwks fetch failed", tenant=tenant, error=type(exc).__name__)
-                if stale is not None:
-                    # Keep verifying with the keys we had; retry after the refetch interval.
-                    stale.fetched_at = stale.expires_at = time.monotonic()
-                    stale.expires_at += self.refetch_interval
-                    return stale
-                raise VerifierUnavailable() from None
-            self._tenants[tenant] = fresh
-            return fresh
+        lock = self._locks.get(tenant)
+        if lock is None:
+            if len(self._locks) >= MAX_TENANTS:
+                raise VerifierUnavailable("too many tenants' keys being fetched at once")
+            lock = self._locks[tenant] = asyncio.Lock()
+        try:
+            async with lock:
+                return await self._refresh_locked(tenant, stale)
+        finally:
+            # A lock nobody holds is dropped, so names tried once do not pile up; a waiter
+            # still queued on it keeps its reference, at worst one duplicate fetch follows.
+            if not lock.locked() and self._locks.get(tenant) is lock:
+                del self._locks[tenant]
+
+    async def _refresh_locked(self, tenant: str, stale: TenantKeys | None) -> TenantKeys:
+        current = self._tenants.get(tenant)
+        if current is not None and current is not stale:
+            return current  # another caller refreshed it while we waited
+        try:
+            fresh = await self._fetch(tenant)
+        except InvalidToken:
+            if len(self._unknown) >= MAX_TENANTS:
+                self._unknown.clear()
+            self._unknown[tenant] = time.monotonic() + self.refetch_interval
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            log.warning("jwks fetch failed", tenant=tenant, error=type(exc).__name__)
+            if stale is not None:
+                # Keep verifying with the keys we had; retry after the refetch interval.
+                stale.fetched_at = stale.expires_at = time.monotonic()
+                stale.expires_at += self.refetch_interval
+                return stale
+            raise VerifierUnavailable() from None
+        if stale is None and len(self._tenants) >= MAX_TENANTS:
+            self._tenants.clear()  # bounded; entries are refetched on next use
+        self._tenants[tenant] = fresh
+        self._unknown.pop(tenant, None)
+        return fresh
 
     async def _fetch(self, tenant: str) -> TenantKeys:
-        url = self.url_template.format(tenant=tenant)
+        if not is_tenant_id(tenant):
+            raise InvalidToken("unknown_tenant")
+        url = self.url_template.format(tenant=quote(tenant, safe=""))
         async with self.session.get(url, headers=dict(self.headers)) as resp:
             if resp.status == 404:
                 raise InvalidToken("unknown_tenant")
@@ -172,7 +202,8 @@ def unverified_parts(token: str) -> tuple[str, str]:
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, RecursionError):
+        # RecursionError: a header or payload of deeply nested JSON (json.loads recurses).
         raise InvalidToken("malformed") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
@@ -181,7 +212,7 @@ def unverified_parts(token: str) -> tuple[str, str]:
     if not isinstance(kid, str) or not kid or len(kid) > 256:
         raise InvalidToken("unknown_kid")
     tenant = claims.get("tapis/tenant_id")
-    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+    if not is_tenant_id(tenant):
         raise InvalidToken("unknown_tenant")
     return tenant, kid
 

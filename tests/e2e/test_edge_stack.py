@@ -47,10 +47,11 @@ def host_port(url: str) -> tuple[str, int]:
 
 
 async def stall(host: str, port: int, n: int) -> tuple[float, asyncio.StreamReader, object]:
+    started = time.monotonic()  # before connecting: the server's clock starts later
     reader, writer = await asyncio.open_connection(host, port)
     if n % 4:  # most send half a head; every fourth sends nothing at all
         writer.write(b"GET /v3/tokens/hello HTTP/1.1\r\nHost: x\r\nX-Waiting: ")
-    return time.monotonic(), reader, writer
+    return started, reader, writer
 
 
 async def closed_after(started: float, reader: asyncio.StreamReader) -> float:

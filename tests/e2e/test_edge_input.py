@@ -79,7 +79,13 @@ def test_a_databricks_create_body_in_segments_is_read_whole(stack: Stack, how: s
 
 @pytest.mark.parametrize("how", ["first byte", "middle", "many"])
 def test_an_issuer_body_in_segments_is_read_whole(stack: Stack, how: str) -> None:
-    body = json.dumps({"tenant": "dev", "subject": unique("seg"), "kind": "opaque"}).encode()
+    request = {
+        "tenant": "dev",
+        "subject": unique("seg"),
+        "kind": "opaque",
+        "minter": {"kind": "operator"},
+    }
+    body = json.dumps(request).encode()
     head = (
         "POST /internal/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

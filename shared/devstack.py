@@ -168,6 +168,26 @@ def service_endpoint(env: Mapping[str, str], service: str) -> Endpoint:
     )
 
 
+DATABASE_NAMES = (
+    "TESSERA_DATABASE_URL",
+    "TESSERA_KEYS_DATABASE_URL",
+    "TESSERA_ISSUER_DATABASE_URL",
+    "TESSERA_REVOCATION_DATABASE_URL",
+)
+
+
+def with_stack_databases(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` completed with the running dev stack's database URLs when it names none
+    (``tessera audit`` reads the services' databases directly)."""
+    merged = dict(env)
+    if any(merged.get(name, "").strip() for name in DATABASE_NAMES):
+        return merged
+    stack = running_stack(env)
+    if stack is not None:
+        merged.update({k: v for k, v in stack.env.items() if k in DATABASE_NAMES})
+    return merged
+
+
 SECRET_NAMES = ("TESSERA_KEK", "TESSERA_KEK_PREVIOUS", "TESSERA_TOKEN_PEPPER")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, private_stack_env, start_stack, stop_stack
+from tests.conftest import Stack, free_port_block, private_stack_env, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -151,7 +151,7 @@ def test_operator_commands_find_the_dev_stack_from_another_directory(
         assert rewrapped.stdout.startswith("rewrapped 0 signing key(s)"), rewrapped.stdout
 
         # The CLI's own calls are audited as the operator's, never with actor null.
-        trail = _tessera(stack.env, elsewhere, "audit", "--tenant", "dev")
+        trail = _tessera(operator, elsewhere, "audit", "--tenant", "dev")
         assert trail.returncode == 0, trail.stderr
         actors = {(e["action"], e["actor"]) for e in map(json.loads, trail.stdout.splitlines())}
         assert ("key.rotated", "operator") in actors, actors
@@ -179,6 +179,18 @@ def test_operator_commands_find_the_dev_stack_from_another_directory(
         assert minted.stdout.startswith("dapi")
     finally:
         stop_stack(again)
+
+    # With no record of where the secrets are, new ones cannot open the stored keys: the
+    # message names the directory whose secrets were used.
+    (state / "tessera" / "dev-secrets.json").unlink()
+    third = tmp_path / "c"
+    third.mkdir()
+    failed = _tessera(env, third, "dev", "--port", str(free_port_block(4)))
+    assert failed.returncode != 0
+    assert "Traceback" not in failed.stderr
+    (line,) = [x for x in failed.stderr.splitlines() if "the keys service did not start" in x]
+    assert str(third / ".tessera-dev") in line
+    assert not descriptor.exists()
 
 
 def test_dev_on_a_busy_port_fails_with_one_line_and_creates_nothing(

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from shared.db import describe_database
+from shared.devstack import with_stack_databases
 from shared.service import fail
 from shared.settings import DATABASE_SERVICES, service_database_url
 
@@ -69,7 +70,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             since = datetime.fromisoformat(args.since)
         except ValueError:
             fail(f"--since must be an ISO 8601 time, got {args.since!r}", 2)
-    for entry in asyncio.run(read_trail(os.environ, args.tenant, since, args.limit)):
+    env = with_stack_databases(os.environ)  # no database set: the running `tessera dev`'s
+    for entry in asyncio.run(read_trail(env, args.tenant, since, args.limit)):
         print(json.dumps(entry, separators=(",", ":")))
     return 0
 

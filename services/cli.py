@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.settings import DATABASE_SERVICES, SERVICES, ConfigError, service_database_url
+from shared.settings import (
+    DATABASE_SERVICES,
+    SERVICES,
+    ConfigError,
+    get_log_level,
+    service_database_url,
+)
 
 SERVICES_DIR = Path(__file__).parent
 COMMAND_MODULES = ("services.keys.commands", "services.issuer.commands", "services.audit")
@@ -40,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from shared.service import run_app
 
     app, host, port = create_service_app(args.service, os.environ)
-    configure_logging(args.service, os.environ.get("TESSERA_LOG_LEVEL", "info"))
+    configure_logging(args.service, get_log_level(os.environ))
     run_app(app, host, port)
     return 0
 
@@ -65,11 +71,15 @@ async def migrate_all(env: Any, services: Sequence[str]) -> list[str]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.logging import configure_logging, get_logger
+
     services = [args.service] if args.service else list(DATABASE_SERVICES)
+    # JSON lines like every service's: "migration applied" per file, then one summary.
+    configure_logging("migrate", get_log_level(os.environ))
     applied = asyncio.run(migrate_all(os.environ, services))
-    for name in applied:
-        print(f"applied {name}")
-    print(f"migrations up to date for {', '.join(services)}")
+    get_logger("tessera.migrate").info(
+        "migrations up to date", services=services, applied=len(applied)
+    )
     return 0
 
 
@@ -108,12 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    code: int | str | None
     try:
-        code = args.func(args)
-    except ConfigError as exc:
-        print(f"tessera: configuration error: {exc}", file=sys.stderr)
-        code = 2
+        try:
+            args = build_parser().parse_args(argv)
+            code = args.func(args)
+        except ConfigError as exc:
+            print(f"tessera: configuration error: {exc}", file=sys.stderr)
+            code = 2
+        except SystemExit as exc:  # --help, a usage error, or fail(): stdout still to flush
+            code = exc.code
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`tessera … | head`): not an error of ours, and no traceback.
+        # stdout is pointed at /dev/null so the interpreter's last flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, as a shell reports a command whose reader went away
     raise SystemExit(code)
 
 

@@ -18,10 +18,12 @@ from shared.jsonbody import DEFAULT_MAX_BODY_BYTES, MAX_BODY, parse_json, read_b
 from shared.logging import (
     ACTOR_HEADER,
     REQUEST_ID_HEADER,
+    ROUTINE_HEADER,
     accept_request_id,
     actor_var,
     bind_actor,
     bind_request_id,
+    clear_actor,
     request_id_var,
 )
 
@@ -63,22 +65,65 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+# An error body is read for the log line only up to this size; its message is cut to this.
+_ERROR_BODY_MAX = 8192
+_REASON_MAX = 300
+
+
+def error_fields(response: web.StreamResponse) -> dict[str, str]:
+    """Why a request failed, from the error body it was answered with (any dialect's shape):
+    ``error`` (the code) and ``reason`` (the message). Bodies never hold a secret, and the log
+    redaction masks anything credential-shaped all the same."""
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, bytes) or len(body) > _ERROR_BODY_MAX:
+        return {}
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    fields = {}
+    # Internal {error, message}, Databricks {error_code, message}, Lagrello {message,
+    # errorType}, jobmanager {detail}, Tapis {status: "error", message}.
+    code = parsed.get("error") or parsed.get("error_code") or parsed.get("errorType")
+    if isinstance(code, str):
+        fields["error"] = code[:_REASON_MAX]
+    reason = parsed.get("message") or parsed.get("detail")
+    if isinstance(reason, str) and reason:
+        fields["reason"] = reason[:_REASON_MAX]
+    return fields
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind a request id (the client's ``X-Request-ID`` or a new one), log and time the request."""
+    """Bind a request id (the client's ``X-Request-ID`` or a new one), log and time the request.
+
+    The request line says why a request failed (``error``, ``reason``) and who made it
+    (``actor``, once known). Requests a client makes on a timer (``X-Tessera-Routine``), such
+    as a subscriber's feed poll, are logged at debug when they succeed, so an idle stack is
+    quiet.
+    """
     sent_id = request.headers.get(REQUEST_ID_HEADER)
     request_id = accept_request_id(sent_id)
     bind_request_id(request_id)
+    # A keep-alive connection serves many requests in one task: never inherit the last actor.
+    clear_actor()
     trusted = request.app.get(ACTOR_FROM_HEADER, True)
     bind_actor(request.headers.get(ACTOR_HEADER) if trusted else None)
     service = request.app.get(SERVICE_NAME, "tessera")
     started = time.perf_counter()
     status = 500
+    why: dict[str, str] = {}
     try:
         response = await handler(request)
         status = response.status
+        if status >= 400:
+            why = error_fields(response)
     except web.HTTPException as exc:
         status = exc.status
+        if status >= 400:
+            why = {"reason": exc.reason}
         exc.headers[REQUEST_ID_HEADER] = request_id
         raise
     finally:
@@ -89,13 +134,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         # Probes and scrapes are not logged (they would drown the log) unless the caller asked
         # to trace them by sending a request id, as another Tessera service does.
         if sent_id or route not in ("/healthz", "/readyz", "/metrics"):
+            routine = status < 400 and ROUTINE_HEADER in request.headers
             # The path only: query strings may carry credentials (jobmanager revoke does).
-            log.info(
+            (log.debug if routine else log.info)(
                 "request",
                 method=request.method,
                 path=request.path,
                 status=status,
                 ms=round(elapsed * 1000, 2),
+                **why,
             )
     response.headers[REQUEST_ID_HEADER] = request_id
     return response

@@ -18,6 +18,9 @@ import structlog
 
 REQUEST_ID_HEADER = "X-Request-ID"
 ACTOR_HEADER = "X-Tessera-Actor"
+# Sent by a client on requests it makes on a timer (a subscriber's feed poll): their request
+# lines are logged at debug, so a stack doing nothing logs nothing.
+ROUTINE_HEADER = "X-Tessera-Routine"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Who asked for the current operation (``subject@tenant``), for the audit trail; the gateway
 # binds it after authenticating, internal calls carry it in ACTOR_HEADER.
@@ -102,6 +105,14 @@ def configure_logging(service: str, level: str = "info") -> None:
     # aiohttp's access log prints query strings, and a jobmanager revoke carries its token
     # there; our own middleware logs each request without the query instead.
     logging.getLogger("aiohttp.access").disabled = True
+    # During a broker outage aio-pika and aiormq log every reconnection attempt, several lines
+    # each, some with tracebacks. Tessera logs the connection's state itself (one "broker
+    # connection lost" warning, one "broker reconnected" line, see shared.bus.amqp), so their
+    # lines are kept for debugging only.
+    for library in ("aio_pika", "aiormq"):
+        logging.getLogger(library).setLevel(
+            logging.NOTSET if level.lower() == "debug" else logging.CRITICAL
+        )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
@@ -130,6 +141,12 @@ def bind_actor(actor: str | None) -> None:
     if actor and len(actor) <= 512 and actor.isprintable():
         actor_var.set(actor)
         structlog.contextvars.bind_contextvars(actor=actor)
+
+
+def clear_actor() -> None:
+    """Forget the actor bound by an earlier request handled in the same task."""
+    actor_var.set(None)
+    structlog.contextvars.unbind_contextvars("actor")
 
 
 def get_logger(name: str | None = None) -> Any:

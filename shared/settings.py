@@ -106,8 +106,29 @@ def get_secret(env: Env, name: str, *, required: bool = True) -> str:
 def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.hostname:
-        raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host")
+        # The value itself is not repeated: a URL may hold a password.
+        allowed = " or ".join(f"{scheme}://" for scheme in schemes)
+        got = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ConfigError(f"{name} must be an {allowed} URL with a host, got {got}")
     return value
+
+
+def get_amqp_url(env: Env) -> str:
+    """``TESSERA_AMQP_URL``, checked: an ``amqp://`` or ``amqps://`` URL with a host."""
+    return _check_url("TESSERA_AMQP_URL", require(env, "TESSERA_AMQP_URL"), ("amqp", "amqps"))
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def get_log_level(env: Env) -> str:
+    """``TESSERA_LOG_LEVEL``: one of :data:`LOG_LEVELS` (default ``info``)."""
+    level = get_str(env, "TESSERA_LOG_LEVEL", "info").lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"TESSERA_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        )
+    return level
 
 
 def service_database_url(env: Env, service: str) -> str:
@@ -200,19 +221,16 @@ class CommonSettings:
     @classmethod
     def from_env(cls, env: Env, service: str) -> CommonSettings:
         port_name = f"TESSERA_{service.upper()}_PORT"
-        amqp_url = _check_url(
-            "TESSERA_AMQP_URL", require(env, "TESSERA_AMQP_URL"), ("amqp", "amqps")
-        )
         return cls(
             service=service,
             host=get_str(env, "TESSERA_HOST", "0.0.0.0"),
             port=get_int(env, port_name, DEFAULT_PORTS[service], minimum=0),
-            amqp_url=amqp_url,
+            amqp_url=get_amqp_url(env),
             amqp=AmqpNames.from_env(env),
             database_url=(
                 service_database_url(env, service) if service in DATABASE_SERVICES else None
             ),
-            log_level=get_str(env, "TESSERA_LOG_LEVEL", "info").lower(),
+            log_level=get_log_level(env),
             version=get_str(env, "TESSERA_VERSION", "dev"),
             limits=ServerLimits.from_env(env),
         )

@@ -137,10 +137,12 @@ def _delete_queues(env: dict[str, str], run_id: str) -> None:
 @pytest.fixture(scope="session")
 def tessera_env(infra: Infra, run_id: str) -> Iterator[dict[str, str]]:
     """The environment of a Tessera stack private to this test session."""
+    # The user's XDG_STATE_HOME is left out too: stacks describe themselves in files of
+    # their own (see start_stack), never in the user's dev-stack.json.
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("TESSERA_", "DATABRICKS_"))
+        if not key.startswith(("TESSERA_", "DATABRICKS_")) and key != "XDG_STATE_HOME"
     }
     env.update(
         TESSERA_DATABASE_URL=infra.database_url,
@@ -156,6 +158,19 @@ def tessera_env(infra: Infra, run_id: str) -> Iterator[dict[str, str]]:
     yield env
     _drop_databases(env)
     _delete_queues(env, run_id)
+
+
+def private_stack_env(tessera_env: dict[str, str], tag: str) -> dict[str, str]:
+    """The session environment with databases and broker names of its own for one more stack
+    (still under the session's names, so the session's clean-up removes them)."""
+    env = dict(tessera_env)
+    env.update(
+        TESSERA_DATABASE_PREFIX=f"{tessera_env['TESSERA_DATABASE_PREFIX']}_{tag}",
+        TESSERA_AMQP_EXCHANGE=f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
+        TESSERA_AMQP_DLX=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
+        TESSERA_AMQP_QUEUE_PREFIX=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
+    )
+    return env
 
 
 def free_port_block(count: int) -> int:
@@ -207,19 +222,24 @@ class Stack:
         )
 
 
-def start_stack(env: dict[str, str], log_path: Path, *, timeout: float = 90.0) -> Stack:
-    """Start ``tessera dev``; one more try on new ports if the first fails (another process
-    may take a port between our probe and the service's bind on a busy machine)."""
+def start_stack(
+    env: dict[str, str], log_path: Path, *, timeout: float = 90.0, cwd: Path = ROOT
+) -> Stack:
+    """Start ``tessera dev`` in ``cwd``; one more try on new ports if the first fails (another
+    process may take a port between our probe and the service's bind on a busy machine)."""
     try:
-        return _start_stack(env, log_path, timeout)
+        return _start_stack(env, log_path, timeout, cwd)
     except RuntimeError as first:
         print(f"tessera dev failed to start, retrying on other ports: {first}", file=sys.stderr)
-        return _start_stack(env, log_path, timeout)
+        return _start_stack(env, log_path, timeout, cwd)
 
 
-def _start_stack(env: dict[str, str], log_path: Path, timeout: float) -> Stack:
+def _start_stack(env: dict[str, str], log_path: Path, timeout: float, cwd: Path) -> Stack:
     port = free_port_block(4)
     names = ("gateway", "issuer", "revocation", "keys")
+    # Each stack describes itself in its own file, never in the user's (shared) one.
+    if "XDG_STATE_HOME" not in env:
+        env = {"TESSERA_DEV_STACK_FILE": str(log_path.parent / "dev-stack.json"), **env}
     stack_env = dict(env)
     for offset, name in enumerate(names):
         stack_env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + offset}"
@@ -229,7 +249,7 @@ def _start_stack(env: dict[str, str], log_path: Path, timeout: float) -> Stack:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        cwd=cwd,
     )
     stack = Stack(proc, stack_env, port, log_path)
     stack.urls = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(names)}

@@ -1,8 +1,9 @@
 """``tessera tenant …`` and ``tessera keys …``: operator commands of the keys service.
 
-Tenant and rotation commands call the running keys service (``TESSERA_KEYS_URL``); ``keys
-rewrap`` works on the database directly, with the KEKs of the environment, while the service
-keeps running.
+Tenant and rotation commands call the running keys service (``TESSERA_KEYS_URL``, else the
+running ``tessera dev`` found through its descriptor, see ``shared.devstack``); ``keys rewrap``
+works on the database directly, with the KEKs of the environment (or, when none is set, the
+running dev stack's database and dev secrets), while the service keeps running.
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import os
 from typing import Any
 
 import aiohttp
+import asyncpg
 
+from shared.devstack import service_endpoint, with_stack_secrets
 from shared.ids import TENANT_ID_TEXT, InvalidIdentifier, tenant_url
+from shared.logging import ACTOR_HEADER
 from shared.service import fail
-from shared.settings import service_url
+
+# Who the keys service records in its audit trail for these calls.
+OPERATOR_HEADERS = {ACTOR_HEADER: "operator"}
 
 
 async def _call(method: str, path: str, body: Any = None) -> Any:
-    url = service_url(os.environ, "keys") + path
+    endpoint = service_endpoint(os.environ, "keys")
+    url = endpoint.url + path
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30), headers=OPERATOR_HEADERS
+            ) as session,
             session.request(method, url, json=body) as resp,
         ):
             payload = await resp.json(content_type=None)
@@ -32,8 +41,11 @@ async def _call(method: str, path: str, body: Any = None) -> Any:
                 message = payload.get("message") if isinstance(payload, dict) else payload
                 fail(f"{method} {path} failed ({resp.status}): {message}")
             return payload
-    except (aiohttp.ClientError, OSError) as exc:
-        fail(f"cannot reach the keys service at {url}: {type(exc).__name__}")
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        fail(
+            f"cannot reach the keys service at {endpoint.url} ({endpoint.source}):"
+            f" {type(exc).__name__}"
+        )
 
 
 def _tenant_path(tenant: str, *rest: str) -> str:
@@ -84,9 +96,10 @@ def cmd_keys_rewrap(_args: argparse.Namespace) -> int:
     from services.keys.crypto import KeyDecryptionError, Keyring
     from services.keys.rotation import rewrap
     from services.keys.settings import Settings
-    from shared.db import create_pool
+    from shared.db import create_pool, describe_database
 
-    settings = Settings.from_env(os.environ)
+    env, stack = with_stack_secrets(os.environ)
+    settings = Settings.from_env(env)
     database_url = settings.common.database_url
     assert database_url is not None
 
@@ -96,8 +109,11 @@ def cmd_keys_rewrap(_args: argparse.Namespace) -> int:
 
     try:
         count = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(f"cannot reach the keys database at {describe_database(database_url)}: {exc}")
     except KeyDecryptionError as exc:
-        fail(f"rewrap stopped, nothing changed: {exc}")
+        where = f" (the KEKs of {stack.describe()})" if stack is not None else ""
+        fail(f"rewrap stopped, nothing changed: {exc}{where}")
     print(f"rewrapped {count} signing key(s) under the current KEK")
     return 0
 
@@ -138,5 +154,6 @@ def register(sub: Any) -> None:
     revoke.set_defaults(func=cmd_keys_revoke)
     keys.add_parser(
         "rewrap",
-        help="re-encrypt every key under TESSERA_KEK (old KEKs in TESSERA_KEK_PREVIOUS)",
+        help="re-encrypt every key under TESSERA_KEK (old KEKs in TESSERA_KEK_PREVIOUS);"
+        " with no KEK set, those of the running `tessera dev`",
     ).set_defaults(func=cmd_keys_rewrap)

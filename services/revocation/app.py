@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import Gauge
 
-from services.revocation import pruning
+from services.revocation import pruning, store
 from services.revocation.consumers import consumers
 from services.revocation.handlers import routes
 from services.revocation.issuer import IssuerClient
@@ -34,6 +36,28 @@ async def pruner(app: web.Application) -> AsyncIterator[None]:
     await pruning.stop(task)
 
 
+# The other half of the subscriber lag: tessera_revocation_seq - tessera_subscriber_seq.
+SEQUENCE = Gauge(
+    "tessera_revocation_seq", "The latest committed revocation seq (refreshed every second)"
+)
+SEQUENCE_REFRESH = 1.0
+
+
+async def sequence_gauge(app: web.Application) -> AsyncIterator[None]:
+    async def refresh() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # the database away: keep the last value
+                async with app[POOL].acquire() as conn:
+                    SEQUENCE.set(await store.fetch_current_seq(conn))
+            await asyncio.sleep(SEQUENCE_REFRESH)
+
+    task = asyncio.create_task(refresh(), name="revocation-seq-gauge")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> web.Application:
     app = base_app("revocation", max_body_bytes=settings.common.limits.max_body_bytes)
     app[SETTINGS] = settings
@@ -47,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
             outbox_relay,
             event_consumers(lambda a: consumers(lambda: a[ISSUER])),
             pruner,
+            sequence_gauge,
         ]
     )
     app.add_routes(routes)

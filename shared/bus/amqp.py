@@ -20,6 +20,7 @@ from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+from prometheus_client import Gauge
 
 from shared.settings import AmqpNames
 
@@ -36,6 +37,42 @@ def describe_amqp(url: str) -> str:
 
 # How long a publish waits for the broker's confirms before it counts as failed.
 CONFIRM_TIMEOUT = 30.0
+CONNECTED = Gauge(
+    "tessera_broker_connected",
+    "1 while this RabbitMQ connection is up, 0 while it is lost or not yet made",
+    ["connection"],
+)
+
+
+class ConnectionState:
+    """The up/down state of one robust connection, logged once per change: one warning when
+    it is lost (however many reconnection attempts follow) and one line when it is back."""
+
+    def __init__(self, name: str, broker: str) -> None:
+        self.name = name
+        self.broker = broker
+        self.up = False
+        CONNECTED.labels(name).set_function(lambda: 1.0 if self.up else 0.0)
+
+    def watch(self, connection: AbstractRobustConnection) -> None:
+        """Follow ``connection``, which has just connected."""
+        self.up = True
+        connection.close_callbacks.add(self._lost)
+        connection.reconnect_callbacks.add(self._back)
+
+    def _lost(self, connection: Any, exc: BaseException | None = None, *_: Any) -> None:
+        if getattr(connection, "close_called", False):
+            self.up = False  # our own close, at shutdown: nothing to report
+            return
+        if self.up:
+            self.up = False
+            reason = type(exc).__name__ if exc is not None else None
+            log.warning("broker connection lost", broker=self.broker, error=reason)
+
+    def _back(self, *_: Any) -> None:
+        if not self.up:
+            self.up = True
+            log.info("broker reconnected", broker=self.broker)
 
 
 class BrokerUnavailable(ConnectionError):
@@ -75,6 +112,7 @@ class Broker:
         self._exchange: AbstractExchange | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._state = ConnectionState(connection_name, describe_amqp(url))
 
     async def start(self) -> None:
         """Begin connecting in the background; returns at once."""
@@ -93,6 +131,7 @@ class Broker:
                 self._exchange = await declare_topology(channel, self.names)
                 self._connection = connection
                 self._channel = channel
+                self._state.watch(connection)
                 self._ready.set()
                 log.info("broker connected", broker=describe_amqp(self._url))
                 return
@@ -112,6 +151,7 @@ class Broker:
     def connected(self) -> bool:
         return (
             self._ready.is_set()
+            and self._state.up
             and self._connection is not None
             and not self._connection.is_closed
             and self._channel is not None

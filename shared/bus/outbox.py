@@ -27,7 +27,7 @@ import structlog
 from pamqp import commands as spec
 from prometheus_client import Counter, Gauge
 
-from shared.bus.amqp import Broker, Outgoing
+from shared.bus.amqp import Broker, BrokerUnavailable, Outgoing
 from shared.bus.envelope import Envelope
 from shared.db import call_after_release, columns
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
@@ -38,6 +38,11 @@ log = structlog.get_logger("tessera.outbox")
 PENDING_REFRESH = 1.0
 PUBLISHED = Counter("tessera_outbox_published_total", "Events published and confirmed", ["service"])
 PENDING = Gauge("tessera_outbox_pending", "Events waiting in the outbox", ["service"])
+OLDEST_AGE = Gauge(
+    "tessera_outbox_oldest_age_seconds",
+    "Age of the oldest event not yet published (0 when the outbox is empty)",
+    ["service"],
+)
 PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 
 
@@ -169,6 +174,13 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._pending_checked = 0.0
         self._pending_seen = True
+        # created_at of the oldest pending event when last counted (epoch seconds), or None.
+        self._oldest: float | None = None
+        OLDEST_AGE.labels(service).set_function(self._oldest_age)
+
+    def _oldest_age(self) -> float:
+        # Computed at scrape time, so it grows during an outage between two counts.
+        return 0.0 if self._oldest is None else max(0.0, time.time() - self._oldest)
 
     def start(self) -> None:
         _relays.add(self)
@@ -221,6 +233,14 @@ class OutboxRelay:
                     await self._record_pending()
             except asyncio.CancelledError:
                 raise
+            except BrokerUnavailable:
+                # The broker connection logs its loss and return once; the rows wait, and the
+                # gauges still count them.
+                with contextlib.suppress(Exception):
+                    await self._record_pending()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
             except Exception as exc:
                 log.warning("outbox relay paused", error=type(exc).__name__, retry_in=delay)
                 await asyncio.sleep(delay)
@@ -238,6 +258,7 @@ class OutboxRelay:
             return
         self._pending_checked = now
         async with self._pool.acquire() as conn:
-            pending = await conn.fetchval("SELECT count(*) FROM outbox")
-        PENDING.labels(self._service).set(pending)
-        self._pending_seen = pending > 0
+            row = await conn.fetchrow("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox")
+        PENDING.labels(self._service).set(row["n"])
+        self._oldest = row["oldest"].timestamp() if row["oldest"] is not None else None
+        self._pending_seen = row["n"] > 0

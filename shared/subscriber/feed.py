@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.logging import ROUTINE_HEADER
+
 
 class FeedUnavailable(ConnectionError):
     """The feed or snapshot could not be read (unreachable, or an unexpected answer)."""
@@ -34,10 +36,16 @@ class FeedClient:
         self._headers = dict(headers)
 
     async def _get(
-        self, url: str, params: dict[str, str], items: str = "revocations"
+        self,
+        url: str,
+        params: dict[str, str],
+        items: str = "revocations",
+        *,
+        routine: bool = False,
     ) -> dict[str, Any]:
+        headers = {**self._headers, ROUTINE_HEADER: "poll"} if routine else self._headers
         try:
-            async with self._session.get(url, params=params, headers=self._headers) as resp:
+            async with self._session.get(url, params=params, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise FeedUnavailable(f"{url} answered {resp.status}")
@@ -51,9 +59,10 @@ class FeedClient:
             raise FeedUnavailable(f"{url} answered an unexpected body")
         return body
 
-    async def since(self, seq: int, limit: int) -> FeedPage:
-        """One feed page: revocations after ``seq`` in seq order."""
-        body = await self._get(self._url, {"since": str(seq), "limit": str(limit)})
+    async def since(self, seq: int, limit: int, *, routine: bool = False) -> FeedPage:
+        """One feed page: revocations after ``seq`` in seq order. ``routine``: a poll made on a
+        timer, which the service logs at debug only."""
+        body = await self._get(self._url, {"since": str(seq), "limit": str(limit)}, routine=routine)
         try:
             return FeedPage(
                 body["revocations"],

@@ -17,6 +17,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from shared.bus.amqp import ConnectionState, describe_amqp
 from shared.settings import AmqpNames
 
 log = structlog.get_logger("tessera.subscriber.queue")
@@ -50,7 +51,16 @@ class EventQueue:
         self._on_back = on_back
         self._connection: AbstractRobustConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self.up = False
+        self._state = ConnectionState(f"tessera-subscriber-{name}", describe_amqp(url))
+
+    @property
+    def up(self) -> bool:
+        """True while the queue is bound and consumed."""
+        return self._state.up
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        self._state.up = value
 
     async def start(self, wait: float) -> None:
         """Start connecting; wait up to ``wait`` seconds for the queue to be consuming."""
@@ -72,6 +82,7 @@ class EventQueue:
 
     async def _connect_forever(self) -> None:
         delay = 0.2
+        warned = False
         while True:
             try:
                 await self._bind()
@@ -79,7 +90,10 @@ class EventQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("broker unreachable, following the feed", error=type(exc).__name__)
+                # Once per start-up, not per attempt: the feed is polled meanwhile.
+                if not warned:
+                    log.warning("broker unreachable, following the feed", error=type(exc).__name__)
+                    warned = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -106,16 +120,15 @@ class EventQueue:
         except BaseException:
             await connection.close()
             raise
+        # The state's callbacks run first: it logs the change and says whether we are up.
+        self._state.watch(connection)
         connection.close_callbacks.add(self._lost)
         connection.reconnect_callbacks.add(self._back)
         self._connection = connection
-        self.up = True
 
-    def _lost(self, *_args: Any) -> None:
-        was_up, self.up = self.up, False
-        if was_up:
+    def _lost(self, connection: Any, *_args: Any) -> None:
+        if not getattr(connection, "close_called", False):
             self._on_lost()
 
     def _back(self, *_args: Any) -> None:
-        self.up = True
         self._on_back()

@@ -258,21 +258,21 @@ class Subscriber:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, *, routine: bool = False) -> None:
         """Read the feed from ``seq`` to its end (or re-bootstrap when far behind)."""
         try:
-            await self._read_feed()
+            await self._read_feed(routine=routine)
         except (KeyError, TypeError, ValueError) as exc:
             raise FeedUnavailable(f"malformed feed or snapshot: {type(exc).__name__}") from None
 
-    async def _read_feed(self) -> None:
+    async def _read_feed(self, *, routine: bool = False) -> None:
         async with self._sync_lock:
             started = time.monotonic()
             if not self._bootstrapped:
                 await self._bootstrap()
             had_gap = bool(self._ahead)
             while True:
-                page = await self._feed.since(self.seq, self.config.feed_page)
+                page = await self._feed.since(self.seq, self.config.feed_page, routine=routine)
                 behind = page.current_seq - self.seq
                 if page.current_seq < self.seq:
                     # The service's sequence went back (a restored database): start over from
@@ -311,9 +311,12 @@ class Subscriber:
             self._wake.clear()
             if woken and not self._ahead and not self._must_sync:
                 continue  # the gap closed by itself
+            # The timer's poll is routine (logged at debug by the service); a read for a gap,
+            # a reconnect or a retry is not.
+            routine = not woken and not self._must_sync
             self._must_sync = False
             try:
-                await self._catch_up()
+                await self._catch_up(routine=routine)
             except FeedUnavailable as exc:
                 log.warning("revocation feed unavailable", error=str(exc))
                 await asyncio.sleep(min(self.config.poll_interval, 1.0))

@@ -292,3 +292,132 @@ def test_killed_service_gives_503_then_recovers(tessera_env: dict[str, str]) -> 
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _metric(url: str, name: str, **labels: str) -> float | None:
+    """One sample of a service's /metrics, or None when it is not there."""
+    status, _, body = http("GET", f"{url}/metrics")
+    assert status == 200
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{want}}}" if labels else name
+    for line in body.decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _wait_for(what: str, check: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+BROKER_CONNECTIONS = {
+    "keys": "tessera-keys",
+    "issuer": "tessera-issuer",
+    "revocation": "tessera-revocation",
+    "gateway": "tessera-subscriber-gateway",
+}
+
+
+def test_broker_restart_logs_one_lost_and_one_reconnected_line_per_service(
+    proxied: tuple[Stack, ProxyThread, ProxyThread],
+) -> None:
+    stack, _pg, mq = proxied
+    token = mint(stack, "outage")
+    for service, connection in BROKER_CONNECTIONS.items():
+        _wait_for(
+            f"{service} connected",
+            lambda s=service, c=connection: (
+                _metric(stack.urls[s], "tessera_broker_connected", connection=c) == 1.0
+            ),
+        )
+    mark = len(stack.logs())
+
+    def lines() -> list[str]:
+        return stack.logs()[mark:].splitlines()
+
+    def events(name: str) -> list[str]:
+        return [
+            json.loads(line)["service"]
+            for line in lines()
+            if line.startswith("{") and json.loads(line).get("event") == name
+        ]
+
+    mq.cut()
+    try:
+        _wait_for("every service saw the loss", lambda: len(events("broker connection lost")) >= 4)
+        for service, connection in BROKER_CONNECTIONS.items():
+            assert (
+                _metric(stack.urls[service], "tessera_broker_connected", connection=connection)
+                == 0.0
+            )
+        # An event written now waits in the issuer's outbox, and its age shows.
+        status, _ = http_json(
+            "POST",
+            f"{stack.gateway}/api/2.0/token/create",
+            body={"lifetime_seconds": 600},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert status == 200
+        issuer = stack.urls["issuer"]
+        _wait_for(
+            "the outbox shows its oldest event's age",
+            lambda: (
+                (_metric(issuer, "tessera_outbox_oldest_age_seconds", service="issuer") or 0) > 1.0
+            ),
+        )
+    finally:
+        mq.restore()
+    _wait_for("every service reconnected", lambda: len(events("broker reconnected")) >= 4)
+    _wait_for(
+        "the outbox drained",
+        lambda: _metric(issuer, "tessera_outbox_oldest_age_seconds", service="issuer") == 0.0,
+    )
+    for service, connection in BROKER_CONNECTIONS.items():
+        assert (
+            _metric(stack.urls[service], "tessera_broker_connected", connection=connection) == 1.0
+        )
+    assert sorted(events("broker connection lost")) == sorted(BROKER_CONNECTIONS)
+    assert sorted(events("broker reconnected")) == sorted(BROKER_CONNECTIONS)
+    records = [json.loads(line) for line in lines() if line.startswith("{")]
+    assert not [
+        r
+        for r in records
+        if r["level"] not in ("info", "debug") and r["event"] != "broker connection lost"
+    ], records
+    assert "Traceback" not in "\n".join(lines())
+    assert not [line for line in lines() if not line.startswith("{")]
+
+
+def test_revocation_seq_and_subscriber_seq_give_the_lag_by_subtraction(
+    proxied: tuple[Stack, ProxyThread, ProxyThread],
+) -> None:
+    stack, _pg, _mq = proxied
+    token = mint(stack, "seq")
+    auth = {"Authorization": f"Bearer {token}"}
+    status, body = http_json(
+        "POST",
+        f"{stack.gateway}/api/2.0/token/create",
+        body={"lifetime_seconds": 600},
+        headers=auth,
+    )
+    assert status == 200
+    status, _ = http_json(
+        "POST",
+        f"{stack.gateway}/api/2.0/token/delete",
+        body={"token_id": body["token_info"]["token_id"]},
+        headers=auth,
+    )
+    assert status == 200
+    _, status_body = http_json("GET", f"{stack.gateway}/internal/status")
+    seq = status_body["revocation_seq"]
+    assert seq >= 1
+
+    def caught_up() -> bool:
+        service = _metric(stack.urls["revocation"], "tessera_revocation_seq")
+        gateway = _metric(stack.gateway, "tessera_subscriber_seq", subscriber="gateway")
+        return service is not None and service >= seq and gateway == service
+
+    _wait_for("both seqs at the revocation", caught_up)

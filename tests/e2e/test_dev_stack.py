@@ -170,6 +170,8 @@ def test_operator_commands_find_the_dev_stack_from_another_directory(
     again = start_stack(env, tmp_path / "again.log", cwd=elsewhere)
     try:
         assert f"dev secrets in {started_in / '.tessera-dev'}" in again.logs()
+        # Another port: the existing tenant keeps the issuer it was made with, and says so.
+        assert f"with the JWT issuer http://localhost:{stack.port}/v3/tokens" in again.logs()
         assert not (elsewhere / ".tessera-dev").exists()
         minted = _tessera(
             _operator_env(state), elsewhere, "token", "create", "--tenant", "dev",

@@ -219,7 +219,11 @@ async def ready(request: web.Request) -> web.Response:
 
 @routes.get("/v3/tenants/{tenant}/.well-known/jwks.json")
 async def jwks(request: web.Request) -> web.Response:
-    status, body, cache_control = await request.app[BACKENDS].jwks(request.match_info["tenant"])
+    tenant = request.match_info["tenant"]
+    # Known tenants come from the cache; an unknown one counts against the client's address.
+    if await request.app[BACKENDS].tenant(tenant) is None:
+        raise DialectError(400, "unknown tenant")
+    status, body, cache_control = await request.app[BACKENDS].jwks(tenant)
     if status == 404:
         raise DialectError(400, "unknown tenant")
     if status != 200:

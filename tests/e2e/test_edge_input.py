@@ -246,7 +246,7 @@ def test_lagrello_paging_links_use_the_public_url_not_the_host_header(stack: Sta
         headers={"Authorization": f"Bearer {token}", "Host": "evil.example"},
     )
     assert status == 200
-    public = stack.env.get("TESSERA_PUBLIC_URL", "http://localhost:8080")
+    public = stack.env.get("TESSERA_PUBLIC_URL", f"http://localhost:{stack.port}")
     links = [body["paging"]["previous"], body["paging"]["next"]]
     assert links[0].startswith(f"{public}/v1/tokens?page=1"), links
     assert all("evil.example" not in link for link in links)

@@ -191,16 +191,16 @@ def test_jwts_and_requests_naming_unknown_tenants_are_limited_per_address(edge: 
         "POST",
         f"{g}/v3/tokens",
         body={"account_type": "user", "token_tenant_id": "nosuch", "token_username": "u"},
-        headers=from_address(attacker),
+        headers=from_address(attacker, **{"X-Tapis-Token": forged}),
     )
     assert (status, body["status"]) == (429, "error")
-    # Unknown tenants alone count too.
+    # Unknown tenants alone count too (a Tapis create reveals no tenant before it has
+    # authenticated its caller, so the public JWKS is where an anonymous client names one).
     other = "198.51.100.31"
     for n in range(4):
         status, body = http_json(
-            "POST",
-            f"{g}/v3/tokens",
-            body={"account_type": "user", "token_tenant_id": f"nosuch{n}", "token_username": "u"},
+            "GET",
+            f"{g}/v3/tenants/nosuch{n}-{secrets.token_hex(3)}/.well-known/jwks.json",
             headers=from_address(other),
         )
     assert (status, body["status"]) == (429, "error")

@@ -23,7 +23,8 @@ LAGRELLO_TYPES = {
     400: "BadRequest",
     403: "Forbidden",
     404: "NotFound",
-    413: "PayloadTooLarge",
+    405: "NotFound",  # Lagrello's clients know BadRequest, Forbidden and NotFound only
+    413: "BadRequest",
     429: "TooManyRequests",
 }
 DATABRICKS_CODES = {

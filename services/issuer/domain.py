@@ -121,16 +121,17 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _tapis_ttl(body: dict[str, Any], name: str) -> int | None:
-    """Tapis TTLs: absent or ≤ 0 means the tenant default; otherwise a positive integer."""
+def _tapis_ttl(body: dict[str, Any], name: str, public: str) -> int | None:
+    """Tapis TTLs: absent or ≤ 0 means the tenant default; otherwise a positive integer.
+    Errors name the field as the client sent it (``public``), not our internal name."""
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer of seconds")
+        raise BadRequest(f"{public} must be an integer of seconds")
     if value <= 0:
         return None
-    return _ttl(value, name)
+    return _ttl(value, public)
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,9 @@ class CreateJwt:
             target_site=target_site,
             delegation=delegation,
             delegation_sub=delegation_sub,
-            access_ttl=_tapis_ttl(body, "access_ttl"),
+            access_ttl=_tapis_ttl(body, "access_ttl", "access_token_ttl"),
             refresh=_flag(body, "generate_refresh_token"),
-            refresh_ttl=_tapis_ttl(body, "refresh_ttl"),
+            refresh_ttl=_tapis_ttl(body, "refresh_ttl", "refresh_token_ttl"),
             claims=claims,
             permissions=parse_permissions(body.get("permissions")),
             minter=parse_minter(body),

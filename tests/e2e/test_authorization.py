@@ -94,7 +94,10 @@ def world(stack: Stack) -> World:
         "lagrello_admin": ("ADMIN",),
     }
     callers = {
-        name: Caller(name, mint(stack, subject, permissions=perms), "dev", subject)
+        # Lagrello's ADMIN belongs on the credential Lagrello uses (the generic opaque one).
+        name: Caller(
+            name, mint(stack, subject, permissions=perms, dialect="opaque"), "dev", subject
+        )
         for name, perms in names.items()
         for subject in [unique(name.replace("_", "-"))]
     }
@@ -137,7 +140,9 @@ def world(stack: Stack) -> World:
         "refresh", pair["refresh_token"]["refresh_token"], "dev", refresh_owner.subject
     )
     victim = unique("victim")
-    victim_caller = Caller("victim", mint(stack, victim, permissions=("ADMIN",)), "dev", victim)
+    victim_caller = Caller(
+        "victim", mint(stack, victim, permissions=("ADMIN",), dialect="opaque"), "dev", victim
+    )
     victim_dapi = mint(stack, victim)
     return World(stack, callers, victim_caller, victim_dapi)
 

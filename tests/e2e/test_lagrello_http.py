@@ -171,3 +171,8 @@ def test_other_tenants_tokens_are_not_found(stack: Stack, tenant: str) -> None:
         assert status == 404 and error["errorType"] == "NotFound"
     _, still = http_json("GET", f"{stack.gateway}/v1/tokens", headers=auth(made["tokenKey"]))
     assert token_id in {m["tokenKey"] for m in still["data"]}
+
+
+def test_a_wrong_method_is_one_of_lagrellos_error_types(stack: Stack) -> None:
+    status, body = http_json("PUT", f"{stack.gateway}/v1/tokens")
+    assert status == 405 and body["errorType"] == "NotFound"

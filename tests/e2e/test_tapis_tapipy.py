@@ -224,3 +224,17 @@ def test_service_and_delegation_tokens_through_tapipy(stack: Stack, refresh: boo
         refreshed = client.tokens.refresh_token(refresh_token=delegated.refresh_token.refresh_token)
         again = claims_of(refreshed.access_token.access_token)
         assert again["tapis/delegation_sub"] == "bob@dev" and again["jti"] != claims["jti"]
+
+
+def test_a_ttl_error_names_the_field_the_client_sent(stack: Stack) -> None:
+    user = unique("ttl")
+    client = basic_client(stack, user, mint(stack, user))
+    with pytest.raises(BadRequestError) as raised:
+        client.tokens.create_token(
+            token_username=user,
+            token_tenant_id="dev",
+            account_type="user",
+            access_token_ttl=10**12,
+        )
+    message = str(raised.value)
+    assert "access_token_ttl" in message and "access_ttl " not in message

@@ -42,12 +42,12 @@ ENV PATH=/opt/tessera/bin:$PATH \
 
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8080 8081 8082 8083
+EXPOSE 8080 8081 8082 8083 9080 9081 9082 9083
 
-# No curl in slim: Python probes /healthz. The service is the last word of the container's
-# command (`tessera serve keys`), which is PID 1's, or docker-init's when `init: true`; its port
-# is TESSERA_<SERVICE>_PORT or the default. `tessera migrate` has no port: compose disables this.
+# No curl in slim: Python probes /healthz on the ops listener. The service is the last word of
+# the container's command (`tessera serve keys`), which is PID 1's, or docker-init's when
+# `init: true`; its ops port is TESSERA_<SERVICE>_OPS_PORT or the default. `tessera migrate` has no port: compose disables this.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os,urllib.request as u;s=open('/proc/1/cmdline','rb').read().split(b'\\0')[-2].decode();p=os.environ.get('TESSERA_%s_PORT'%s.upper()) or {'gateway':8080,'issuer':8081,'revocation':8082,'keys':8083}[s];u.urlopen('http://127.0.0.1:%s/healthz'%p,timeout=2)"]
+    CMD ["python", "-c", "import os,urllib.request as u;s=open('/proc/1/cmdline','rb').read().split(b'\\0')[-2].decode();p=os.environ.get('TESSERA_%s_OPS_PORT'%s.upper()) or {'gateway':9080,'issuer':9081,'revocation':9082,'keys':9083}[s];u.urlopen('http://127.0.0.1:%s/healthz'%p,timeout=2)"]
 
 CMD ["tessera", "serve", "gateway"]

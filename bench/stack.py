@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from shared.pki import init_pki
 from shared.settings import AmqpNames
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +48,7 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
     """Start ``tessera dev`` on free ports with a random database prefix and broker names;
     yields its environment (``TESSERA_<SERVICE>_URL`` included)."""
     run_id = secrets.token_hex(4)
-    port = free_port_block(4)
+    port = free_port_block(8)  # the APIs, then the ops listeners
     env = dict(os.environ)
     env.setdefault("TESSERA_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     env.setdefault("TESSERA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -63,8 +65,14 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
         TESSERA_RATE_LIMIT_TENANT="0",
     )
     env.update(settings)
+    # The internal plane is mutual TLS: a PKI of the benchmark's own (operator commands present
+    # its operator certificate).
+    pki = Path(tempfile.mkdtemp(prefix="tessera-bench-pki-"))
+    init_pki(pki)
+    env["TESSERA_TLS_DIR"] = str(pki)
     for i, name in enumerate(("gateway", "issuer", "revocation", "keys")):
-        env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + i}"
+        scheme = "http" if name == "gateway" else "https"
+        env[f"TESSERA_{name.upper()}_URL"] = f"{scheme}://127.0.0.1:{port + i}"
     stack = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "dev", "--port", str(port)],
         env=env,

@@ -24,7 +24,12 @@ from shared.settings import (
 )
 
 SERVICES_DIR = Path(__file__).parent
-COMMAND_MODULES = ("services.keys.commands", "services.issuer.commands", "services.audit")
+COMMAND_MODULES = (
+    "services.keys.commands",
+    "services.issuer.commands",
+    "services.audit",
+    "services.pki",
+)
 
 
 def migration_components(service: str) -> list[tuple[str, Path]]:
@@ -33,21 +38,20 @@ def migration_components(service: str) -> list[tuple[str, Path]]:
     return [("bus", BUS_MIGRATIONS), (service, SERVICES_DIR / service / "migrations")]
 
 
-def create_service_app(service: str, env: Any) -> tuple[Any, str, int]:
-    """Build one service's app from the environment: (app, host, port)."""
+def create_service_app(service: str, env: Any) -> Any:
+    """Build one service's app from the environment."""
     module = importlib.import_module(f"services.{service}.app")
     settings_module = importlib.import_module(f"services.{service}.settings")
-    settings = settings_module.Settings.from_env(env)
-    return module.create_app(settings), settings.common.host, settings.common.port
+    return module.create_app(settings_module.Settings.from_env(env))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from shared.logging import configure_logging
     from shared.service import run_app
 
-    app, host, port = create_service_app(args.service, os.environ)
+    app = create_service_app(args.service, os.environ)
     configure_logging(args.service, get_log_level(os.environ))
-    run_app(app, host, port)
+    run_app(app)
     return 0
 
 

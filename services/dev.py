@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,14 +35,18 @@ from shared.devstack import (
     running_stack,
     write_descriptor,
 )
-from shared.logging import ACTOR_HEADER
+from shared.http import internal_session
+from shared.pki import CA_KEY_FILE, init_pki
+from shared.pki import OPERATOR as OPERATOR_IDENTITY
 from shared.settings import (
+    INTERNAL_SERVICES,
     SERVICES,
     ConfigError,
     get_amqp_url,
     get_log_level,
     service_database_url,
 )
+from shared.tls import TLS_DIR, TLS_VARIABLES, ReloadingTls, TlsFiles
 
 DEV_TENANT = "dev"
 START_ORDER = ("keys", "issuer", "revocation", "gateway")
@@ -125,11 +130,16 @@ def _dev_secret(env: dict[str, str], name: str, directory: Path) -> None:
 
 
 def dev_environment(base: Mapping[str, str], host: str, port: int) -> dict[str, str]:
-    """The children's environment, without secrets yet (see :func:`add_dev_secrets`)."""
+    """The children's environment, without secrets yet (see :func:`add_dev_secrets`).
+
+    The APIs are on ``port`` … ``port+3`` (the internal ones over mutual TLS), the ops
+    listeners on ``port+4`` … ``port+7``."""
     env = dict(base)
     for offset, service in enumerate(SERVICES):
+        scheme = "https" if service in INTERNAL_SERVICES else "http"
         env[f"TESSERA_{service.upper()}_PORT"] = str(port + offset)
-        env[f"TESSERA_{service.upper()}_URL"] = f"http://{host}:{port + offset}"
+        env[f"TESSERA_{service.upper()}_URL"] = f"{scheme}://{host}:{port + offset}"
+        env[f"TESSERA_{service.upper()}_OPS_PORT"] = str(port + len(SERVICES) + offset)
     env.setdefault("TESSERA_HOST", host)
     env.setdefault("TESSERA_DEFAULT_TENANT", DEV_TENANT)
     # The JWT issuer and the JWKS URLs are built from the public URL: they follow --port.
@@ -149,21 +159,42 @@ def add_dev_secrets(env: dict[str, str]) -> Path | None:
     return directory
 
 
+def _needs_dev_pki(env: Mapping[str, str]) -> bool:
+    return not (env.get(TLS_DIR, "").strip() or any(env.get(n, "").strip() for n in TLS_VARIABLES))
+
+
+def add_dev_pki(env: dict[str, str], secrets_dir: Path | None) -> Path | None:
+    """Use the operator's PKI if set; else one kept in ``<dev dir>/pki`` (made once)."""
+    if not _needs_dev_pki(env):
+        return None
+    directory = (secrets_dir or DEV_SECRETS_DIR.resolve()) / "pki"
+    if not (directory / CA_KEY_FILE).exists():
+        directory.parent.mkdir(mode=0o700, exist_ok=True)
+        init_pki(directory)
+    env[TLS_DIR] = str(directory)
+    return directory
+
+
 def validate_settings(env: Mapping[str, str]) -> None:
     """Build every service's settings once, so a malformed variable stops ``tessera dev``
-    with one line before anything is created (placeholders stand in for dev secrets)."""
+    with one line before anything is created (placeholders stand in for dev secrets and the
+    dev PKI)."""
     trial = dict(env)
     for name in ("TESSERA_KEK", "TESSERA_TOKEN_PEPPER"):
         if _needs_dev_secret(trial, name):
             trial[name] = "x" * 48
-    for service in SERVICES:
-        module = importlib.import_module(f"services.{service}.settings")
-        module.Settings.from_env(trial)
+    with tempfile.TemporaryDirectory() as placeholder:
+        if _needs_dev_pki(trial):
+            init_pki(Path(placeholder))
+            trial[TLS_DIR] = placeholder
+        for service in SERVICES:
+            module = importlib.import_module(f"services.{service}.settings")
+            module.Settings.from_env(trial)
 
 
 def busy_port(host: str, port: int) -> str | None:
     """One line naming the first of the stack's ports that cannot be bound, or None."""
-    for offset, service in enumerate(SERVICES):
+    for offset, service in enumerate((*SERVICES, *(f"{s} ops" for s in SERVICES))):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             try:
                 probe.bind((host, port + offset))
@@ -198,6 +229,7 @@ async def check_dependencies(env: Mapping[str, str]) -> str | None:
 
 
 async def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Poll ``url``'s ``/readyz`` (an ops listener, in clear) until it answers 200."""
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -212,11 +244,12 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float) -
     raise RuntimeError(f"not ready after {READY_TIMEOUT:.0f}s")
 
 
-async def ensure_tenant(keys_url: str, tenant: str, public_url: str) -> str | None:
+async def ensure_tenant(
+    keys_url: str, tenant: str, public_url: str, tls: ReloadingTls
+) -> str | None:
     """Create the tenant unless it exists; a line for the operator when its JWT issuer is not
     under ``public_url`` (it was made by a stack on another port or public URL)."""
-    headers = {ACTOR_HEADER: OPERATOR}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with internal_session(tls, timeout=30) as session:
         async with session.post(f"{keys_url}/internal/tenants", json={"id": tenant}) as resp:
             if resp.status == 200:
                 return None
@@ -268,6 +301,7 @@ def _stack_descriptor(env: Mapping[str, str], secrets_dir: Path | None) -> DevSt
         public_url=env["TESSERA_PUBLIC_URL"],
         services={s: env[f"TESSERA_{s.upper()}_URL"] for s in SERVICES},
         secrets_dir=str(secrets_dir) if secrets_dir else None,
+        pki_dir=env.get(TLS_DIR) or None,
         env=shared,
         process_start=process_start(os.getpid()),
     )
@@ -319,6 +353,9 @@ def run_dev(base_env: Mapping[str, str], *, port: int, host: str) -> int:
             " run a second one"
         )
     secrets_dir = add_dev_secrets(env)
+    pki_dir = add_dev_pki(env, secrets_dir)
+    if pki_dir is not None:
+        print(f"tessera dev: internal certificates in {pki_dir}", file=sys.stderr, flush=True)
     applied = asyncio.run(migrate_all(env, ["keys", "issuer", "revocation"]))
     get_logger("tessera.dev").info("migrations up to date", applied=len(applied))
 
@@ -339,7 +376,7 @@ def run_dev(base_env: Mapping[str, str], *, port: int, host: str) -> int:
             )
         deadline = time.monotonic() + READY_TIMEOUT
         for service in START_ORDER:
-            url = env[f"TESSERA_{service.upper()}_URL"]
+            url = f"http://{host}:{env[f'TESSERA_{service.upper()}_OPS_PORT']}"
             try:
                 asyncio.run(wait_ready(url, children[service], deadline))
             except RuntimeError as exc:
@@ -350,7 +387,12 @@ def run_dev(base_env: Mapping[str, str], *, port: int, host: str) -> int:
             if proc.poll() is not None:
                 fail(f"the {service} service exited with code {proc.returncode}")
         note = asyncio.run(
-            ensure_tenant(env["TESSERA_KEYS_URL"], DEV_TENANT, env["TESSERA_PUBLIC_URL"])
+            ensure_tenant(
+                env["TESSERA_KEYS_URL"],
+                DEV_TENANT,
+                env["TESSERA_PUBLIC_URL"],
+                ReloadingTls(TlsFiles.from_env(env, OPERATOR_IDENTITY)),
+            )
         )
         if secrets_dir is not None:
             database = describe_database(service_database_url(env, "keys"))

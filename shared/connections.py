@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,14 +149,23 @@ class LimitedProtocolFactory:
 
 
 async def listen(
-    runner: web.AppRunner, host: str, port: int, limits: ServerLimits, file_limit: int
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    limits: ServerLimits,
+    file_limit: int,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
-    """Listen on ``host:port`` for ``runner``'s application, with ``limits``."""
+    """Listen on ``host:port`` for ``runner``'s application, with ``limits`` (and TLS when
+    ``ssl_context`` is given: the handshake gets the head deadline too)."""
     assert runner.server is not None, "runner.setup() first"
     cap = connection_cap(limits.max_connections, file_limit)
     factory = LimitedProtocolFactory(runner.server, limits, cap)
+    tls: dict[str, Any] = {}
+    if ssl_context is not None:
+        tls = {"ssl": ssl_context, "ssl_handshake_timeout": limits.head_timeout or 60.0}
     server = await asyncio.get_running_loop().create_server(
-        factory, host, port, reuse_address=True, backlog=1024
+        factory, host, port, reuse_address=True, backlog=1024, **tls
     )
     log.info(
         "connection limits",

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.pki import OPERATOR
+from shared.tls import TLS_DIR, TLS_VARIABLES, TlsFiles
+
 DESCRIPTOR_VARIABLE = "TESSERA_DEV_STACK_FILE"
 FORMAT_VERSION = 1
 
@@ -75,6 +78,9 @@ class DevStack:
     public_url: str
     services: dict[str, str]  # service -> internal base URL
     secrets_dir: str | None  # the .tessera-dev/ directory, when it made or reused dev secrets
+    # The internal PKI (``tessera pki init`` layout): operator commands present its operator
+    # certificate.
+    pki_dir: str | None = None
     # Variables an operator command may take from the stack when its own environment does not
     # set them: database URLs, AMQP names and secret *files* (never a secret's value).
     env: dict[str, str] = field(default_factory=dict)
@@ -97,6 +103,7 @@ class DevStack:
             public_url=str(body["public_url"]),
             services={str(k): str(v) for k, v in dict(body["services"]).items()},
             secrets_dir=body.get("secrets_dir"),
+            pki_dir=body.get("pki_dir"),
             env={str(k): str(v) for k, v in dict(body.get("env") or {}).items()},
             process_start=body.get("process_start"),
         )
@@ -168,6 +175,22 @@ def service_endpoint(env: Mapping[str, str], service: str) -> Endpoint:
     )
 
 
+def operator_tls(env: Mapping[str, str]) -> TlsFiles:
+    """The operator's certificate for an operator command: ``TESSERA_TLS_DIR`` (or the
+    ``TESSERA_TLS_*_FILE`` variables) when set, else the running dev stack's PKI."""
+    from shared.settings import ConfigError
+
+    if env.get(TLS_DIR, "").strip() or any(env.get(n, "").strip() for n in TLS_VARIABLES):
+        return TlsFiles.from_env(env, OPERATOR)
+    stack = running_stack(env)
+    if stack is not None and stack.pki_dir:
+        return TlsFiles.from_dir(Path(stack.pki_dir), OPERATOR)
+    raise ConfigError(
+        f"{TLS_DIR} is required but not set and no `tessera dev` is running: operator commands"
+        " present the operator certificate of `tessera pki init DIR` (DIR/operator.pem)"
+    )
+
+
 DATABASE_NAMES = (
     "TESSERA_DATABASE_URL",
     "TESSERA_KEYS_DATABASE_URL",
@@ -205,4 +228,6 @@ def with_stack_secrets(env: Mapping[str, str]) -> tuple[dict[str, str], DevStack
         merged.pop(name, None)
         merged.pop(f"{name}_FILE", None)
     merged.update(stack.env)
+    if stack.pki_dir and not merged.get(TLS_DIR, "").strip():
+        merged[TLS_DIR] = stack.pki_dir
     return merged, stack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -13,6 +13,7 @@ from aiohttp import ClientError, ClientRequest, ClientResponse, ClientSession, C
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from shared.callers import CALLERS, Callers, internal_callers
 from shared.errors import BadRequest, TesseraError, Unavailable
 from shared.jsonbody import DEFAULT_MAX_BODY_BYTES, MAX_BODY, parse_json, read_body
 from shared.logging import (
@@ -26,6 +27,7 @@ from shared.logging import (
     clear_actor,
     request_id_var,
 )
+from shared.tls import ReloadingTls, TesseraConnector
 
 log = structlog.get_logger("tessera.http")
 
@@ -44,8 +46,9 @@ LATENCY = Histogram(
 ReadinessCheck = Callable[[], Awaitable[None]]
 READINESS_CHECKS: web.AppKey[list[tuple[str, ReadinessCheck]]] = web.AppKey("readiness_checks")
 SERVICE_NAME: web.AppKey[str] = web.AppKey("service_name", str)
-# Whether X-Tessera-Actor is believed: only between Tessera's own services, never on a public
-# listener, where anyone could name any actor for the audit trail.
+# Whether X-Tessera-Actor is believed on every request of this app. Never on a public
+# listener, where anyone could name any actor for the audit trail; on the internal plane the
+# callers middleware (shared.callers) believes it from Tessera's own authenticated services.
 ACTOR_FROM_HEADER: web.AppKey[bool] = web.AppKey("actor_from_header", bool)
 
 
@@ -109,7 +112,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     bind_request_id(request_id)
     # A keep-alive connection serves many requests in one task: never inherit the last actor.
     clear_actor()
-    trusted = request.app.get(ACTOR_FROM_HEADER, True)
+    trusted = request.app.get(ACTOR_FROM_HEADER, False)
     bind_actor(request.headers.get(ACTOR_HEADER) if trusted else None)
     service = request.app.get(SERVICE_NAME, "tessera")
     started = time.perf_counter()
@@ -231,13 +234,18 @@ async def metrics(_request: web.Request) -> web.Response:
     return resp
 
 
-def add_ops_routes(app: web.Application, service: str) -> None:
-    """Add ``/healthz``, ``/readyz`` and ``/metrics``; checks go in ``app[READINESS_CHECKS]``."""
-    app[SERVICE_NAME] = service
-    app[READINESS_CHECKS] = []
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+def ops_app(app: web.Application) -> web.Application:
+    """The ops listener's application for ``app``: ``/healthz``, ``/readyz`` (``app``'s
+    readiness checks, as its start-up adds them) and ``/metrics``, and nothing else. It is
+    served in clear on its own port, so probes and scrapes need no certificate and never reach
+    the API."""
+    ops = web.Application(middlewares=[request_context, json_errors], client_max_size=1024)
+    ops[SERVICE_NAME] = app[SERVICE_NAME]
+    ops[READINESS_CHECKS] = app[READINESS_CHECKS]  # the same list: filled as app starts
+    ops.router.add_get("/healthz", healthz)
+    ops.router.add_get("/readyz", readyz)
+    ops.router.add_get("/metrics", metrics)
+    return ops
 
 
 def base_app(
@@ -245,16 +253,23 @@ def base_app(
     *,
     middlewares: list[Any] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    callers: Callers | None = None,
 ) -> web.Application:
-    """An application with the request-context middleware, the given error middleware (the
-    internal JSON one by default) and the ops routes; bodies (forms too) are refused past
-    ``max_body_bytes``."""
-    app = web.Application(
-        middlewares=[request_context, *(middlewares or [json_errors])],
-        client_max_size=max_body_bytes,
-    )
+    """An API application with the request-context middleware and the given middlewares (the
+    internal JSON error one by default); bodies (forms too) are refused past
+    ``max_body_bytes``. Probes and metrics are on its ops listener (:func:`ops_app`).
+
+    With ``callers`` (an internal service's table, see ``shared.callers``) it is an app of
+    the internal plane: served over mutual TLS only, each route to the callers named."""
+    chain = [request_context, *(middlewares or [json_errors])]
+    if callers is not None:
+        chain.append(internal_callers)
+    app = web.Application(middlewares=chain, client_max_size=max_body_bytes)
+    if callers is not None:
+        app[CALLERS] = callers
     app[MAX_BODY] = max_body_bytes
-    add_ops_routes(app, service)
+    app[SERVICE_NAME] = service
+    app[READINESS_CHECKS] = []
     return app
 
 
@@ -273,22 +288,18 @@ async def _propagate_request_id(
     return await handler(request)
 
 
-def internal_session(*, timeout: float = 10.0) -> ClientSession:
-    """A keep-alive client for calls to other Tessera services; it passes the request id on."""
+def internal_session(
+    tls: ReloadingTls, *, timeout: float = 10.0, **connector: Any
+) -> ClientSession:
+    """A keep-alive mutual-TLS client for calls to other Tessera services, presenting the
+    holder's certificate (the newest one, for each new connection); it passes the request id
+    (and the actor) on."""
     return ClientSession(
+        connector=TesseraConnector(tls, **connector),
         timeout=ClientTimeout(total=timeout),
         middlewares=(_propagate_request_id,),
         raise_for_status=False,
     )
-
-
-async def internal_client(
-    app: web.Application, key: web.AppKey[ClientSession]
-) -> AsyncIterator[None]:
-    """cleanup_ctx step body: open an internal session under ``key`` and close it on shutdown."""
-    async with internal_session() as session:
-        app[key] = session
-        yield
 
 
 async def call_service(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import asyncpg
 import structlog
@@ -22,14 +23,19 @@ from aiohttp import web
 from shared.bus.amqp import Broker
 from shared.bus.consumer import Consumer, Handler
 from shared.bus.outbox import OutboxRelay
+from shared.callers import CALLERS
 from shared.connections import listen, raise_file_limit
 from shared.db import create_pool, describe_database
-from shared.http import READINESS_CHECKS
-from shared.settings import CommonSettings, ServerLimits
+from shared.http import READINESS_CHECKS, ops_app
+from shared.settings import CommonSettings
+from shared.tls import ReloadingTls
 
 log = structlog.get_logger("tessera.service")
 
 COMMON: web.AppKey[CommonSettings] = web.AppKey("common_settings", CommonSettings)
+# The service's certificate on the internal plane: its API listener's (internal services) and
+# the one its clients present.
+TLS: web.AppKey[ReloadingTls] = web.AppKey("tls", ReloadingTls)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 BROKER: web.AppKey[Broker] = web.AppKey("broker", Broker)
 RELAY: web.AppKey[OutboxRelay] = web.AppKey("relay", OutboxRelay)
@@ -110,13 +116,25 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise SystemExit(code)
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
-    common = app.get(COMMON)
-    limits = common.limits if common is not None else ServerLimits()
+def api_tls(app: web.Application) -> ssl.SSLContext | None:
+    """The TLS context an app's API listener needs: mutual TLS for an internal-plane app (one
+    with a callers table), None for the gateway's public API. Bad files stop start-up."""
+    if CALLERS not in app:
+        return None
+    try:
+        return app[TLS].listener()
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        fail(f"cannot load the TLS files ({app[TLS].files.cert}): {type(exc).__name__}: {exc}")
+
+
+async def _serve(app: web.Application, common: CommonSettings) -> None:
+    limits = common.limits
     file_limit = raise_file_limit()
+    ssl_context = api_tls(app)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
     )
+    ops_runner = web.AppRunner(ops_app(app), access_log=None, handle_signals=False)
     try:
         await runner.setup()
     except StartupError as exc:
@@ -124,25 +142,35 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         # Let closing connections run their last callbacks before the loop goes away.
         await asyncio.sleep(0.1)
         fail(str(exc))
-    try:
-        server = await listen(runner, host, port, limits, file_limit)
-    except OSError as exc:
-        await runner.cleanup()
-        fail(f"cannot listen on {host}:{port}: {exc.strerror}")
-    log.info("listening", host=host, port=port)
+    await ops_runner.setup()
+    servers = []
+    for which, port, ssl_ctx, run in (
+        ("api", common.port, ssl_context, runner),
+        ("ops", common.ops_port, None, ops_runner),
+    ):
+        try:
+            servers.append(await listen(run, common.host, port, limits, file_limit, ssl_ctx))
+        except OSError as exc:
+            await ops_runner.cleanup()
+            await runner.cleanup()
+            fail(f"cannot listen on {common.host}:{port} ({which}): {exc.strerror}")
+        log.info("listening", listener=which, host=common.host, port=port, tls=bool(ssl_ctx))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    server.close()
+    for server in servers:
+        server.close()
+    await ops_runner.cleanup()
     await runner.cleanup()
 
 
-def run_app(app: web.Application, host: str, port: int, **_: Any) -> None:
-    """Serve until SIGINT/SIGTERM; start-up failures exit with one clear line."""
+def run_app(app: web.Application) -> None:
+    """Serve the API and the ops listener until SIGINT/SIGTERM; start-up failures exit with
+    one clear line."""
     with contextlib.suppress(KeyboardInterrupt):
         # uvloop: the same asyncio API with libuv's C event loop underneath; measured 6-9%
         # more throughput through the whole stack (bench/bench_gateway.py).
-        uvloop.run(_serve(app, host, port))
+        uvloop.run(_serve(app, app[COMMON]))

@@ -11,10 +11,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from shared.tls import TlsFiles
 
 SERVICES = ("gateway", "issuer", "revocation", "keys")
 DEFAULT_PORTS = {"gateway": 8080, "issuer": 8081, "revocation": 8082, "keys": 8083}
+# The ops listeners (/healthz, /readyz, /metrics in clear): TESSERA_<SERVICE>_OPS_PORT.
+DEFAULT_OPS_PORTS = {"gateway": 9080, "issuer": 9081, "revocation": 9082, "keys": 9083}
+# Services whose API listener is on the internal plane (mutual TLS); the gateway's is public.
+INTERNAL_SERVICES = ("issuer", "revocation", "keys")
 DATABASE_SERVICES = ("keys", "issuer", "revocation")
 
 Env = Mapping[str, str]
@@ -150,9 +158,13 @@ def service_database_url(env: Env, service: str) -> str:
 
 
 def service_url(env: Env, service: str) -> str:
+    """Where another service's API is: ``TESSERA_<SERVICE>_URL``, an ``https://`` URL for the
+    internal services (they speak only mutual TLS)."""
     name = f"TESSERA_{service.upper()}_URL"
-    default = f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
-    return _check_url(name, get_str(env, name, default), ("http", "https")).rstrip("/")
+    scheme = "https" if service in INTERNAL_SERVICES else "http"
+    default = f"{scheme}://127.0.0.1:{DEFAULT_PORTS[service]}"
+    schemes = ("https",) if service in INTERNAL_SERVICES else ("http", "https")
+    return _check_url(name, get_str(env, name, default), schemes).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -212,19 +224,28 @@ class CommonSettings:
     host: str
     port: int
     amqp_url: str = field(repr=False)
+    # The service's certificate, key and trusted CAs on the internal plane (shared.tls).
+    tls: TlsFiles
     amqp: AmqpNames
     database_url: str | None = field(repr=False)
     log_level: str = "info"
     version: str = "dev"
     limits: ServerLimits = field(default_factory=ServerLimits)
+    ops_port: int = 0
 
     @classmethod
     def from_env(cls, env: Env, service: str) -> CommonSettings:
+        from shared.tls import TlsFiles
+
         port_name = f"TESSERA_{service.upper()}_PORT"
+        ops_name = f"TESSERA_{service.upper()}_OPS_PORT"
         return cls(
             service=service,
-            host=get_str(env, "TESSERA_HOST", "0.0.0.0"),
+            # Loopback unless told otherwise: containers set 0.0.0.0 explicitly.
+            host=get_str(env, "TESSERA_HOST", "127.0.0.1"),
             port=get_int(env, port_name, DEFAULT_PORTS[service], minimum=0),
+            ops_port=get_int(env, ops_name, DEFAULT_OPS_PORTS[service], minimum=0),
+            tls=TlsFiles.from_env(env, service),
             amqp_url=get_amqp_url(env),
             amqp=AmqpNames.from_env(env),
             database_url=(

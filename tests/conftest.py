@@ -135,7 +135,19 @@ def _delete_queues(env: dict[str, str], run_id: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def tessera_env(infra: Infra, run_id: str) -> Iterator[dict[str, str]]:
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's internal CA and a certificate per service and for the operator."""
+    from shared.pki import init_pki
+    from tests.tls import register_pki
+
+    directory = tmp_path_factory.mktemp("pki")
+    init_pki(directory)
+    register_pki(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tessera_env(infra: Infra, run_id: str, pki_dir: Path) -> Iterator[dict[str, str]]:
     """The environment of a Tessera stack private to this test session."""
     # The user's XDG_STATE_HOME is left out too: stacks describe themselves in files of
     # their own (see start_stack), never in the user's dev-stack.json.
@@ -154,6 +166,7 @@ def tessera_env(infra: Infra, run_id: str) -> Iterator[dict[str, str]]:
         TESSERA_KEK=secrets.token_urlsafe(32),
         TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
         TESSERA_LOG_LEVEL="info",
+        TESSERA_TLS_DIR=str(pki_dir),
     )
     yield env
     _drop_databases(env)
@@ -201,6 +214,8 @@ class Stack:
     port: int
     log_path: Path
     urls: dict[str, str] = field(default_factory=dict)
+    # Each service's ops listener (/healthz, /readyz, /metrics in clear).
+    ops: dict[str, str] = field(default_factory=dict)
 
     @property
     def gateway(self) -> str:
@@ -235,14 +250,19 @@ def start_stack(
 
 
 def _start_stack(env: dict[str, str], log_path: Path, timeout: float, cwd: Path) -> Stack:
-    port = free_port_block(4)
     names = ("gateway", "issuer", "revocation", "keys")
+    # The APIs, then the ops listeners (see services/dev.py).
+    port = free_port_block(2 * len(names))
     # Each stack describes itself in its own file, never in the user's (shared) one.
     if "XDG_STATE_HOME" not in env:
         env = {"TESSERA_DEV_STACK_FILE": str(log_path.parent / "dev-stack.json"), **env}
     stack_env = dict(env)
-    for offset, name in enumerate(names):
-        stack_env[f"TESSERA_{name.upper()}_URL"] = f"http://127.0.0.1:{port + offset}"
+    urls = {
+        name: f"{'http' if name == 'gateway' else 'https'}://127.0.0.1:{port + offset}"
+        for offset, name in enumerate(names)
+    }
+    for name, url in urls.items():
+        stack_env[f"TESSERA_{name.upper()}_URL"] = url
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "dev", "--port", str(port)],
@@ -252,7 +272,8 @@ def _start_stack(env: dict[str, str], log_path: Path, timeout: float, cwd: Path)
         cwd=cwd,
     )
     stack = Stack(proc, stack_env, port, log_path)
-    stack.urls = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(names)}
+    stack.urls = urls
+    stack.ops = {name: f"http://127.0.0.1:{port + len(names) + i}" for i, name in enumerate(names)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -16,13 +15,14 @@ from services.gateway.openapi import openapi
 from services.gateway.preauth import GuardedAuthenticator
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
-from shared.http import ACTOR_FROM_HEADER, base_app, call_service, internal_session, json_response
-from shared.service import COMMON, StartupError
+from shared.http import ACTOR_FROM_HEADER, base_app, internal_session, json_response
+from shared.service import COMMON, TLS, StartupError
 from shared.subscriber import FeedUnavailable, Subscriber, SubscriberConfig
+from shared.tls import ReloadingTls
 
 
 async def clients(app: web.Application) -> AsyncIterator[None]:
-    async with internal_session() as session:
+    async with internal_session(app[TLS]) as session:
         app[SESSION] = session
         app[BACKENDS] = Backends(session, app[SETTINGS])
         yield
@@ -54,28 +54,6 @@ async def subscriber(app: web.Application) -> AsyncIterator[None]:
     await sub.close()
 
 
-async def backend_status(request: web.Request) -> web.Response:
-    """Operators' view: whether each backend service answers its health probe."""
-    settings = request.app[SETTINGS]
-    urls = {
-        "issuer": settings.issuer_url,
-        "keys": settings.keys_url,
-        "revocation": settings.revocation_url,
-    }
-
-    async def probe(name: str, url: str) -> tuple[str, str]:
-        try:
-            status, _ = await call_service(
-                request.app[SESSION], "GET", f"{url}/healthz", service=name
-            )
-        except Exception:
-            return name, "unreachable"
-        return name, "ok" if status == 200 else f"status {status}"
-
-    results = await asyncio.gather(*(probe(n, u) for n, u in urls.items()))
-    return json_response({"backends": dict(results), "revocation_seq": request.app[SUBSCRIBER].seq})
-
-
 async def openapi_document(_request: web.Request) -> web.Response:
     return json_response(openapi())
 
@@ -95,9 +73,10 @@ def create_app(settings: Settings) -> web.Application:
     app[ACTOR_FROM_HEADER] = False  # the actor is the authenticated principal, never a header
     app[SETTINGS] = settings
     app[COMMON] = settings.common
+    # The gateway's own certificate, presented to the services behind it.
+    app[TLS] = ReloadingTls(settings.common.tls)
     app[VERSION] = settings.common.version
     app.cleanup_ctx.extend([clients, subscriber])
-    app.router.add_get("/internal/status", backend_status)
     app.router.add_get("/openapi.json", openapi_document)
     for module in (tapis, jobmanager, lagrello, databricks, oauth):
         app.add_routes(module.routes)

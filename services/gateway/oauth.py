@@ -144,4 +144,9 @@ async def snapshot(request: web.Request) -> web.Response:
     principal = await caller(request)
     require(principal, Action.REVOCATIONS_READ, Target(principal.tenant), _refused("read"))
     params = _feed_params(request, ("after_seq", "limit", "as_of"), principal.tenant)
+    # The compact form too, so outside subscribers (shared.subscriber) bootstrap from here.
+    shape = request.query.get("format", "full")
+    if shape not in ("full", "compact"):
+        raise DialectError(400, "format must be full or compact", "bad_request")
+    params["format"] = shape
     return json_response(await request.app[BACKENDS].feed("/snapshot", params))

@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.issuer.events import HANDLERS
-from services.issuer.handlers import KEYS, SESSION, SETTINGS, WRITER, routes
+from services.issuer.handlers import CALLERS, KEYS, SESSION, SETTINGS, WRITER, routes
 from services.issuer.settings import Settings
 from services.issuer.tenants import KeysClient
 from services.issuer.writer import TokenWriter
 from shared.http import base_app, internal_session
-from shared.service import COMMON, POOL, broker, db_pool, event_consumers, outbox_relay
+from shared.service import COMMON, POOL, TLS, broker, db_pool, event_consumers, outbox_relay
+from shared.tls import ReloadingTls
 
 
 async def clients(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with internal_session() as session:
+    async with internal_session(app[TLS]) as session:
         app[SESSION] = session
         app[KEYS] = KeysClient(session, settings.keys_url, settings.tenant_cache_seconds)
         app[WRITER] = TokenWriter(app[POOL])
@@ -25,9 +26,10 @@ async def clients(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app("issuer", max_body_bytes=settings.common.limits.max_body_bytes)
+    app = base_app("issuer", max_body_bytes=settings.common.limits.max_body_bytes, callers=CALLERS)
     app[SETTINGS] = settings
     app[COMMON] = settings.common
+    app[TLS] = ReloadingTls(settings.common.tls)
     # Set up in this order, torn down in reverse: consumers stop before the pool closes.
     app.cleanup_ctx.extend(
         [db_pool, clients, broker, outbox_relay, event_consumers(lambda _app: HANDLERS)]

@@ -9,22 +9,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 from typing import Any
 
 import aiohttp
 
 from shared.authz import OPERATOR
-from shared.devstack import service_endpoint
-from shared.logging import ACTOR_HEADER
+from shared.devstack import operator_tls, service_endpoint
+from shared.http import internal_session
 from shared.service import fail
+from shared.tls import ReloadingTls
 
 DIALECT_KIND = {"opaque": "opaque", "databricks": "databricks", "jobmanager": "jobmanager"}
 # CONTRACTS.md §0: Tessera's permissions, valid in every dialect.
 PERMISSIONS = ("admin", "tokens:create-any", "keys:rotate")
 # Lagrello's own names, meaningful only on the credential Lagrello uses (--dialect opaque).
 LAGRELLO_PERMISSIONS = ("READ", "WRITE", "ADMIN")
-# Who the issuer records in its audit trail for these calls.
-OPERATOR_HEADERS = {ACTOR_HEADER: "operator"}
 
 
 def _check_permissions(permissions: list[str], dialect: str) -> None:
@@ -47,15 +47,14 @@ def _check_permissions(permissions: list[str], dialect: str) -> None:
 async def _post(path: str, body: dict[str, Any]) -> Any:
     endpoint = service_endpoint(os.environ, "issuer")
     url = endpoint.url + path
+    tls = ReloadingTls(operator_tls(os.environ))
     try:
         async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30), headers=OPERATOR_HEADERS
-            ) as session,
+            internal_session(tls, timeout=30) as session,
             session.post(url, json=body) as resp,
         ):
             payload = await resp.json(content_type=None)
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
         fail(
             f"cannot reach the issuer service at {endpoint.url} ({endpoint.source}):"
             f" {type(exc).__name__}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import structlog
 from aiohttp import ClientSession, web
 
 from services.issuer import issuing, store
@@ -24,11 +26,28 @@ from services.issuer.events import revoked_mark
 from services.issuer.settings import Settings
 from services.issuer.tenants import KeysClient
 from services.issuer.writer import TokenWriter
-from shared.errors import BadRequest
+from shared.authz import OPERATOR as OPERATOR_PRINCIPAL
+from shared.authz import Kind, Principal
+from shared.callers import GATEWAY, OPERATOR, REVOCATION, Callers, caller_of
+from shared.errors import BadRequest, Forbidden
 from shared.http import json_response, read_json_object
 from shared.service import POOL
 
+log = structlog.get_logger("tessera.issuer")
 routes = web.RouteTableDef()
+# Who may call what (shared.callers): the gateway for its callers, the operator to mint first
+# credentials and read records, the revocation service to resolve what it revokes.
+CALLERS: Callers = {
+    "POST /internal/tokens": frozenset({GATEWAY, OPERATOR}),
+    "POST /internal/authenticate": frozenset({GATEWAY}),
+    "POST /internal/jwt": frozenset({GATEWAY, OPERATOR}),
+    "POST /internal/jwt/refresh": frozenset({GATEWAY}),
+    "GET /internal/tokens": frozenset({GATEWAY, OPERATOR}),
+    "POST /internal/tokens/lists": frozenset({GATEWAY}),
+    "POST /internal/tokens/revoked": frozenset({GATEWAY}),
+    "GET /internal/tokens/lookup": frozenset({GATEWAY, REVOCATION}),
+    "GET /internal/tokens/active": frozenset({REVOCATION}),
+}
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 KEYS: web.AppKey[KeysClient] = web.AppKey("keys_client", KeysClient)
 SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)
@@ -38,6 +57,7 @@ WRITER: web.AppKey[TokenWriter] = web.AppKey("token_writer", TokenWriter)
 @routes.post("/internal/tokens")
 async def create_token(request: web.Request) -> web.Response:
     parsed = CreateOpaque.parse(await read_json_object(request))
+    parsed = replace(parsed, minter=minter_of(caller_of(request), parsed.minter))
     record, value = await issuing.create_opaque(
         request.app[WRITER], request.app[KEYS], request.app[SETTINGS].pepper, parsed
     )
@@ -57,6 +77,7 @@ async def authenticate(request: web.Request) -> web.Response:
 @routes.post("/internal/jwt")
 async def create_jwt(request: web.Request) -> web.Response:
     parsed = CreateJwt.parse(await read_json_object(request))
+    parsed = replace(parsed, minter=minter_of(caller_of(request), parsed.minter))
     result = await issuing.issue_jwt(
         request.app[WRITER], request.app[KEYS], request.app[SETTINGS].pepper, parsed
     )
@@ -78,6 +99,18 @@ async def refresh_jwt(request: web.Request) -> web.Response:
         grace_seconds=settings.refresh_grace_seconds,
     )
     return json_response(result)
+
+
+def minter_of(caller: str, sent: Principal) -> Principal:
+    """Who mints, from who calls: the operator's certificate mints as the operator, whatever
+    the body says; the gateway names the principal it authenticated, which may never be the
+    operator (so it gets only what some authenticated principal could have: may_mint)."""
+    if caller == OPERATOR:
+        return OPERATOR_PRINCIPAL
+    if sent.kind is Kind.OPERATOR:
+        log.warning("operator minter refused", audit=True, caller=caller)
+        raise Forbidden("only the operator may mint as the operator")
+    return sent
 
 
 def _tenant(request: web.Request) -> str:

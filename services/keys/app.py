@@ -12,11 +12,12 @@ from aiohttp import web
 from services.keys import rotation
 from services.keys.app_keys import KEYRING, SETTINGS, SIGNER
 from services.keys.crypto import KeyDecryptionError, Keyring
-from services.keys.handlers import routes
+from services.keys.handlers import CALLERS, routes
 from services.keys.settings import Settings
 from services.keys.signer import Signer
 from shared.http import base_app
-from shared.service import COMMON, POOL, StartupError, broker, db_pool, outbox_relay
+from shared.service import COMMON, POOL, TLS, StartupError, broker, db_pool, outbox_relay
+from shared.tls import ReloadingTls
 
 log = structlog.get_logger("tessera.keys")
 
@@ -57,9 +58,10 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app("keys", max_body_bytes=settings.common.limits.max_body_bytes)
+    app = base_app("keys", max_body_bytes=settings.common.limits.max_body_bytes, callers=CALLERS)
     app[SETTINGS] = settings
     app[COMMON] = settings.common
+    app[TLS] = ReloadingTls(settings.common.tls)
     app[KEYRING] = Keyring(settings.keks)
     # Set up in this order, torn down in reverse.
     # The signer opens the keys first, so a wrong KEK stops start-up before anything else runs.

@@ -12,28 +12,26 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 from typing import Any
 
 import aiohttp
 import asyncpg
 
-from shared.devstack import service_endpoint, with_stack_secrets
+from shared.devstack import operator_tls, service_endpoint, with_stack_secrets
+from shared.http import internal_session
 from shared.ids import TENANT_ID_TEXT, InvalidIdentifier, tenant_url
-from shared.logging import ACTOR_HEADER
 from shared.service import fail
-
-# Who the keys service records in its audit trail for these calls.
-OPERATOR_HEADERS = {ACTOR_HEADER: "operator"}
+from shared.tls import ReloadingTls
 
 
 async def _call(method: str, path: str, body: Any = None) -> Any:
     endpoint = service_endpoint(os.environ, "keys")
     url = endpoint.url + path
+    tls = ReloadingTls(operator_tls(os.environ))
     try:
         async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30), headers=OPERATOR_HEADERS
-            ) as session,
+            internal_session(tls, timeout=30) as session,
             session.request(method, url, json=body) as resp,
         ):
             payload = await resp.json(content_type=None)
@@ -41,7 +39,7 @@ async def _call(method: str, path: str, body: Any = None) -> Any:
                 message = payload.get("message") if isinstance(payload, dict) else payload
                 fail(f"{method} {path} failed ({resp.status}): {message}")
             return payload
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
         fail(
             f"cannot reach the keys service at {endpoint.url} ({endpoint.source}):"
             f" {type(exc).__name__}"

@@ -15,12 +15,25 @@ from services.keys.domain import (
     tenant_json,
 )
 from services.keys.errors import UnknownKid, UnknownTenant
+from shared.callers import GATEWAY, ISSUER, OPERATOR, Callers
 from shared.errors import BadRequest
 from shared.http import json_response, read_json_object
 from shared.ids import is_kid, is_tenant_id
 from shared.service import POOL
 
 routes = web.RouteTableDef()
+# Who may call what (shared.callers): only the issuer has claims signed, never the gateway;
+# tenants are the operator's; the gateway reads tenants and JWKS and rotates for Tapis.
+CALLERS: Callers = {
+    "POST /internal/tenants": frozenset({OPERATOR}),
+    "GET /internal/tenants": frozenset({OPERATOR}),
+    "GET /internal/tenants/{tenant}": frozenset({ISSUER, GATEWAY, OPERATOR}),
+    "POST /internal/tenants/{tenant}/sign": frozenset({ISSUER}),
+    "GET /internal/tenants/{tenant}/jwks": frozenset({GATEWAY, OPERATOR}),
+    "GET /internal/tenants/{tenant}/keys": frozenset({OPERATOR}),
+    "POST /internal/tenants/{tenant}/keys/rotate": frozenset({GATEWAY, OPERATOR}),
+    "POST /internal/tenants/{tenant}/keys/{kid}/revoke": frozenset({OPERATOR}),
+}
 
 
 def _tenant(request: web.Request) -> str:

@@ -11,16 +11,17 @@ from prometheus_client import Gauge
 
 from services.revocation import pruning, store
 from services.revocation.consumers import consumers
-from services.revocation.handlers import routes
+from services.revocation.handlers import CALLERS, routes
 from services.revocation.issuer import IssuerClient
 from services.revocation.keys import ISSUER, SESSION, SETTINGS
 from services.revocation.settings import Settings
 from shared.http import base_app, internal_session
-from shared.service import COMMON, POOL, broker, db_pool, event_consumers, outbox_relay
+from shared.service import COMMON, POOL, TLS, broker, db_pool, event_consumers, outbox_relay
+from shared.tls import ReloadingTls
 
 
 async def issuer_client(app: web.Application) -> AsyncIterator[None]:
-    async with internal_session() as session:
+    async with internal_session(app[TLS]) as session:
         app[SESSION] = session
         app[ISSUER] = IssuerClient(session, app[SETTINGS].issuer_url)
         yield
@@ -59,9 +60,12 @@ async def sequence_gauge(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = base_app("revocation", max_body_bytes=settings.common.limits.max_body_bytes)
+    app = base_app(
+        "revocation", max_body_bytes=settings.common.limits.max_body_bytes, callers=CALLERS
+    )
     app[SETTINGS] = settings
     app[COMMON] = settings.common
+    app[TLS] = ReloadingTls(settings.common.tls)
     # Set up in this order, torn down in reverse: consumers stop before the pool closes.
     app.cleanup_ctx.extend(
         [

@@ -20,11 +20,21 @@ from services.revocation.domain import (
 from services.revocation.errors import UnknownToken
 from services.revocation.keys import ISSUER
 from services.revocation.revoker import record_revocations
+from shared.callers import GATEWAY, OPERATOR, Callers
+from shared.callers import ISSUER as ISSUER_SERVICE
 from shared.errors import BadRequest
 from shared.http import JSON, json_response, read_json_object
 from shared.service import POOL
 
 routes = web.RouteTableDef()
+# Who may call what (shared.callers): revocations come from the gateway (its callers' revokes)
+# and the operator; the feed is read by Tessera's own subscribers (outside subscribers use the
+# gateway's public /v1/revocations).
+CALLERS: Callers = {
+    "POST /internal/revocations": frozenset({GATEWAY, OPERATOR}),
+    "GET /internal/revocations": frozenset({GATEWAY, ISSUER_SERVICE}),
+    "GET /internal/revocations/snapshot": frozenset({GATEWAY, ISSUER_SERVICE}),
+}
 MAX_SEQ = 2**62
 FEED_LIMIT = 1000
 # Snapshot pages may be larger than feed pages: a bootstrap of a million entries is a

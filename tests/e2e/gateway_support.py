@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from tests.conftest import Stack
+from tests.tls import https_context
 
 
 def mint(
@@ -52,7 +53,8 @@ def http(
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
+        context = https_context(method, url)
+        with urllib.request.urlopen(request, timeout=30, context=context) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import Stack
 from tests.e2e.gateway_support import ensure_tenant, http_json, mint, unique
+from tests.tls import https_context
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,8 @@ def sign_internally(stack: Stack, tenant: str, claims: dict) -> str:  # type: ig
         data=json.dumps({"claims": [claims]}).encode(),
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:
+    context = https_context("POST", request.full_url)
+    with urllib.request.urlopen(request, timeout=10, context=context) as resp:
         return str(json.loads(resp.read())["tokens"][0])
 
 
@@ -172,7 +174,8 @@ def forge_key_revoked(stack: Stack, real: tuple) -> str:  # type: ignore[type-ar
     request = urllib.request.Request(
         f"{stack.urls['keys']}/internal/tenants/{tenant}/keys/{kid}/revoke", data=b"", method="POST"
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:
+    context = https_context("POST", request.full_url)
+    with urllib.request.urlopen(request, timeout=10, context=context) as resp:
         assert resp.status == 200
     return token
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack, free_port_block, private_stack_env, start_stack, stop_stack
+from tests.e2e.gateway_support import http_json, mint
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def test_dev_serves_every_service_and_sigterm_leaves_no_child(
     started = time.monotonic()
     stack = start_stack(tessera_env, tmp_path / "dev.log", timeout=15)
     try:
-        for name, url in stack.urls.items():
+        for name, url in stack.ops.items():
             status, body = _get(f"{url}/readyz")
             assert status == 200, (name, body)
         assert time.monotonic() - started < 15
@@ -72,9 +73,22 @@ def test_dev_serves_every_service_and_sigterm_leaves_no_child(
 
 def test_request_id_appears_in_gateway_and_backend_logs(stack: Stack) -> None:
     request_id = f"trace-{os.getpid()}-{time.time_ns()}"
-    status, body = _get(f"{stack.gateway}/internal/status", {"X-Request-ID": request_id})
+    # A create (gateway, issuer), its delete (gateway, issuer, revocation) and the JWKS
+    # (gateway, keys), all under one request id.
+    headers = {"X-Request-ID": request_id, "Authorization": f"Bearer {mint(stack, 'trace')}"}
+    status, made = http_json(
+        "POST", f"{stack.gateway}/api/2.0/token/create", body={}, headers=headers
+    )
+    assert status == 200, made
+    status, _ = http_json(
+        "POST",
+        f"{stack.gateway}/api/2.0/token/delete",
+        body={"token_id": made["token_info"]["token_id"]},
+        headers=headers,
+    )
     assert status == 200
-    assert json.loads(body)["backends"] == {"issuer": "ok", "keys": "ok", "revocation": "ok"}
+    status, _ = _get(f"{stack.gateway}/v3/tenants/dev/.well-known/jwks.json", headers)
+    assert status == 200
 
     def services_logging_it() -> set[str]:
         seen = set()

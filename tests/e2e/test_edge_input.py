@@ -9,11 +9,13 @@ import secrets
 import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import Stack
 from tests.e2e.gateway_support import http, http_json, mint, unique
+from tests.tls import https_context
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +31,11 @@ TRAVERSALS = [
 
 def raw_request(url: str, head: bytes, parts: list[bytes]) -> tuple[int, Any]:
     """One request over a socket, its body written in ``parts`` (separate TCP segments)."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    parts_of_url = urlsplit(url)
+    host, port = parts_of_url.hostname or "127.0.0.1", parts_of_url.port or 80
+    context = https_context("POST", url + head.split(b" ")[1].decode())
+    with socket.create_connection((host, port), timeout=30) as plain:
+        sock = context.wrap_socket(plain) if context else plain
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(head)
         for part in parts:

@@ -69,7 +69,7 @@ async def closed_after(started: float, reader: asyncio.StreamReader) -> float:
 
 async def normal_request(host: str, port: int) -> bytes:
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     return answer

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, Stack, private_stack_env, start_stack, stop_stack
 from tests.e2e.gateway_support import http_json, mint
+from tests.tls import identity_context
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +99,13 @@ def test_a_refused_public_call_says_why_and_who_once_known(stack: Stack) -> None
 
 def test_an_actor_never_carries_over_to_the_next_request_on_a_connection(stack: Stack) -> None:
     keys = urlsplit(stack.urls["keys"])
-    connection = http.client.HTTPConnection(keys.hostname or "127.0.0.1", keys.port, timeout=10)
+    connection = http.client.HTTPSConnection(
+        keys.hostname or "127.0.0.1",
+        keys.port,
+        timeout=10,
+        # The gateway's certificate: a Tessera service, whose X-Tessera-Actor is believed.
+        context=identity_context("gateway"),
+    )
     first, second = _rid(), _rid()
     try:
         connection.request(

@@ -6,16 +6,16 @@ import importlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 
 from services.cli import migrate_all
 from tests.conftest import free_port_block
 from tests.integration.revocation_support import wait_consuming
+from tests.tls import allowed_session, serve, serve_ops
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Services:
     env: dict[str, str]
     urls: dict[str, str]
     session: aiohttp.ClientSession
+    # Each service's ops listener (/healthz, /readyz, /metrics in clear).
+    ops: dict[str, str] = field(default_factory=dict)
 
     async def call(self, method: str, service: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with self.session.request(method, self.urls[service] + path, **kwargs) as resp:
@@ -56,23 +58,24 @@ async def running_services(tessera_env: dict[str, str], **extra: str) -> AsyncIt
     await migrate_all(env, ["keys", "issuer", "revocation"])
     for service in ("keys", "issuer", "revocation"):
         port = free_port_block(1)
-        env[f"TESSERA_{service.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        env[f"TESSERA_{service.upper()}_URL"] = f"https://127.0.0.1:{port}"
         env[f"TESSERA_{service.upper()}_PORT"] = str(port)
     async with AsyncExitStack() as stack:
         # Keys first: the others ask it for tenants as soon as they serve.
+        ops = {}
         for service in ("keys", "issuer", "revocation"):
             app_module = importlib.import_module(f"services.{service}.app")
             settings = importlib.import_module(f"services.{service}.settings").Settings
-            server = TestServer(
-                app_module.create_app(settings.from_env(env)),
-                port=int(env[f"TESSERA_{service.upper()}_PORT"]),
-            )
-            await server.start_server()
+            app = app_module.create_app(settings.from_env(env))
+            server = await serve(app, port=int(env[f"TESSERA_{service.upper()}_PORT"]))
             stack.push_async_callback(server.close)
+            ops_server = await serve_ops(app)
+            stack.push_async_callback(ops_server.close)
+            ops[service] = str(ops_server.make_url("")).rstrip("/")
         # Consumers declare their queues in the background once serving: an event sent
         # before its queue is bound would be lost to the test.
         for consumer in ("issuer.on_token_revoked", "revocation.on_key_revoked"):
             await wait_consuming(env, consumer)
-        session = await stack.enter_async_context(aiohttp.ClientSession())
+        session = await stack.enter_async_context(allowed_session(env))
         urls = {s: env[f"TESSERA_{s.upper()}_URL"] for s in ("keys", "issuer", "revocation")}
-        yield Services(env, urls, session)
+        yield Services(env, urls, session, ops)

@@ -9,12 +9,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 
 from services.cli import migrate_all
 from services.keys.app import create_app
 from services.keys.settings import Settings
 from shared.subscriber import InvalidToken, Subscriber
+from tests.tls import allowed_session, serve
 
 
 def keys_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -32,10 +32,9 @@ def keys_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
 async def running_keys(env: dict[str, str]) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
     """Migrate, start the service, and yield its base URL and a client session."""
     await migrate_all(env, ["keys"])
-    server = TestServer(create_app(Settings.from_env(env)))
-    await server.start_server()
+    server = await serve(create_app(Settings.from_env(env)))
     try:
-        async with aiohttp.ClientSession() as session:
+        async with allowed_session(env) as session:
             yield str(server.make_url("")).rstrip("/"), session
     finally:
         await server.close()

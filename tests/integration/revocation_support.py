@@ -23,6 +23,7 @@ from services.cli import migrate_all
 from services.revocation.app import create_app
 from services.revocation.settings import Settings
 from shared.settings import AmqpNames
+from tests.tls import serve
 
 
 def private_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -37,7 +38,7 @@ def private_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
         TESSERA_AMQP_DLX=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
         TESSERA_AMQP_QUEUE_PREFIX=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
         # Nothing listens here unless a test says otherwise: the jwt selector needs no issuer.
-        TESSERA_ISSUER_URL="http://127.0.0.1:9",
+        TESSERA_ISSUER_URL="https://127.0.0.1:9",
     )
     env.update(extra)
     return env
@@ -90,8 +91,7 @@ async def wait_consuming(env: dict[str, str], consumer: str, timeout: float = 10
 async def start_revocation(env: dict[str, str], port: int | None = None) -> RevocationService:
     """Migrate the service's database and serve it on a local port (the same one if given)."""
     await migrate_all(env, ["revocation"])
-    server = TestServer(create_app(Settings.from_env(env)), port=port)
-    await server.start_server()
+    server = await serve(create_app(Settings.from_env(env)), port=port)
     return RevocationService(server, env)
 
 

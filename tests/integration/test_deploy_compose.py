@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,11 +105,31 @@ def address_map(compose: dict[str, Any], infra: Infra, ports: dict[str, int]) ->
     return addresses
 
 
+PKI_MOUNT = "/run/tessera/pki"
+
+
+def pki_source(service: dict[str, Any]) -> str:
+    """The host directory a service mounts (read-only) as its PKI."""
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        if target == PKI_MOUNT:
+            assert mode == ["ro"], volume
+            return str(source)
+    raise AssertionError("the PKI is not mounted")
+
+
 def translate(
-    env: dict[str, str], addresses: AddressMap, ports: dict[str, int], isolation: dict[str, str]
+    env: dict[str, str],
+    addresses: AddressMap,
+    ports: dict[str, int],
+    isolation: dict[str, str],
+    pki_dir: str,
 ) -> dict[str, str]:
-    """A service's compose environment as it runs here (see the module docstring)."""
+    """A service's compose environment as it runs here (see the module docstring); the PKI
+    mount is the session's PKI (what `tessera pki init ./pki` makes on the host)."""
     out = dict(env)
+    if out.get("TESSERA_TLS_DIR") == PKI_MOUNT:
+        out["TESSERA_TLS_DIR"] = pki_dir
     for key, value in env.items():
         if key in ("TESSERA_DATABASE_URL", "TESSERA_AMQP_URL") or (
             key.endswith("_URL")
@@ -119,6 +140,8 @@ def translate(
     for name in TESSERA:
         if f"TESSERA_{name.upper()}_PORT" in out:
             out[f"TESSERA_{name.upper()}_PORT"] = str(ports[name])
+        if f"TESSERA_{name.upper()}_OPS_PORT" in out:
+            out[f"TESSERA_{name.upper()}_OPS_PORT"] = str(ports[f"{name}-ops"])
     clash = set(isolation) & set(env)
     assert not clash, f"the compose file now sets {clash}; the test must not override them"
     return {**base_environment(), **out, **isolation}
@@ -207,7 +230,10 @@ def drop_databases(env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def compose_run(
-    tessera_env: dict[str, str], infra: Infra, tmp_path_factory: pytest.TempPathFactory
+    tessera_env: dict[str, str],
+    infra: Infra,
+    tmp_path_factory: pytest.TempPathFactory,
+    pki_dir: Path,
 ) -> Iterator[ComposeRun]:
     # Names of their own, derived from this session's, so the `stack` fixture of the e2e tests
     # (same session) never shares a database or a queue with these processes.
@@ -218,12 +244,15 @@ def compose_run(
         "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}compose.",
     }
     compose = load_compose(dotenv(tessera_env, prefix))
-    base = free_port_block(4)
+    base = free_port_block(8)
     ports = {name: base + i for i, name in enumerate(TESSERA)}
+    ports.update({f"{name}-ops": base + 4 + i for i, name in enumerate(TESSERA)})
     addresses = address_map(compose, infra, ports)
     services = compose["services"]
     envs = {
-        name: translate(service_environment(services[name]), addresses, ports, isolation)
+        name: translate(
+            service_environment(services[name]), addresses, ports, isolation, str(pki_dir)
+        )
         for name in (*TESSERA, "migrate")
     }
     log_dir = tmp_path_factory.mktemp("compose")
@@ -277,12 +306,25 @@ def test_every_service_is_healthy_and_ready_on_the_port_the_file_gives_it(
     compose_run: ComposeRun,
 ) -> None:
     for name in TESSERA:
-        port = compose_run.ports[name]
+        port = compose_run.ports[f"{name}-ops"]
         for path in ("/healthz", "/readyz"):
             status, _ = http_get(f"http://127.0.0.1:{port}{path}")
             assert status == 200, (name, path)
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and b"# TYPE" in body, name
+        assert pki_source(compose_run.compose["services"][name]) == "./pki"
+    # The published port is the gateway's API: no probes, metrics or internal routes there.
+    for path in ("/metrics", "/internal/status", "/healthz"):
+        assert http_get(f"{compose_run.gateway}{path}")[0] == 404, path
+
+
+def test_only_the_gateway_port_is_published(compose_run: ComposeRun) -> None:
+    published = {
+        name: service["ports"]
+        for name, service in compose_run.compose["services"].items()
+        if service.get("ports")
+    }
+    assert published == {"gateway": ["8080:8080"]}
 
 
 def test_image_healthcheck_finds_each_service_port_from_its_command(
@@ -295,7 +337,7 @@ def test_image_healthcheck_finds_each_service_port_from_its_command(
         local = code.replace("/proc/1/", f"/proc/{running.process.pid}/")
         assert run(["python", "-c", local], compose_run.envs[name]).returncode == 0, name
     # And it fails when nothing answers on that service's port.
-    gone = dict(compose_run.envs["keys"], TESSERA_KEYS_PORT=str(free_port_block(1)))
+    gone = dict(compose_run.envs["keys"], TESSERA_KEYS_OPS_PORT=str(free_port_block(1)))
     keys_pid = compose_run.running["keys"].process.pid
     local = code.replace("/proc/1/", f"/proc/{keys_pid}/")
     assert run(["python", "-c", local], gone).returncode != 0

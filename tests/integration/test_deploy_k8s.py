@@ -48,7 +48,13 @@ class Pod:
     deployment: dict[str, Any]
     env: dict[str, str]
     port: int
+    ops_port: int
     running: Running | None = None
+
+    def local_port(self, port: int | str) -> int:
+        """Where a declared container port (name or number) listens here."""
+        declared = self.container_port(port)
+        return self.ops_port if declared == self.container_port("ops") else self.port
 
     @property
     def container(self) -> dict[str, Any]:
@@ -122,6 +128,7 @@ def container_env(
     config: dict[str, dict[str, Any]],
     secret: dict[str, str],
     secret_dir: Path,
+    pki_dir: Path,
 ) -> dict[str, str]:
     """What the kubelet gives the container: envFrom, then env (later entries win)."""
     (container,) = pod_spec["containers"]
@@ -149,9 +156,15 @@ def container_env(
         local = secret_dir / container["name"] / mount["name"]
         local.mkdir(parents=True)
         for item in volume["secret"]["items"]:
-            (local / item["path"]).write_text(secret[item["key"]])
+            if volume["secret"]["secretName"].startswith("tessera-tls-"):
+                # `kubectl create secret generic tessera-tls-<svc> --from-file=...` of the
+                # files `tessera pki init` made: here, the session's PKI.
+                content = (pki_dir / item["key"]).read_text()
+            else:
+                content = secret[item["key"]]
+            (local / item["path"]).write_text(content)
         for key, value in env.items():
-            if value.startswith(mount["mountPath"] + "/"):
+            if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
                 env[key] = str(local) + value[len(mount["mountPath"]) :]
     return env
 
@@ -173,6 +186,8 @@ def translate(
     for name in TESSERA:
         if f"TESSERA_{name.upper()}_PORT" in out:
             out[f"TESSERA_{name.upper()}_PORT"] = str(ports[name])
+        if f"TESSERA_{name.upper()}_OPS_PORT" in out:
+            out[f"TESSERA_{name.upper()}_OPS_PORT"] = str(ports[f"{name}-ops"])
     return {**base_environment(), **out, **isolation}
 
 
@@ -189,13 +204,17 @@ def drop_databases(env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def pods(
-    tessera_env: dict[str, str], infra: Infra, tmp_path_factory: pytest.TempPathFactory
+    tessera_env: dict[str, str],
+    infra: Infra,
+    tmp_path_factory: pytest.TempPathFactory,
+    pki_dir: Path,
 ) -> Iterator[dict[str, Pod]]:
     rendered = render_kustomization()
     config = by_kind(rendered, "ConfigMap")
     secret = filled_secret(tessera_env)
-    base = free_port_block(4)
+    base = free_port_block(8)
     ports = {name: base + i for i, name in enumerate(TESSERA)}
+    ports.update({f"{name}-ops": base + 4 + i for i, name in enumerate(TESSERA)})
     addresses = service_addresses(rendered, infra, ports)
     # Names of their own, derived from this session's (see test_deploy_compose.py).
     isolation = {
@@ -209,7 +228,7 @@ def pods(
 
     (job,) = by_kind(rendered, "Job").values()
     job_env = translate(
-        container_env(job["spec"]["template"]["spec"], config, secret, secret_dir),
+        container_env(job["spec"]["template"]["spec"], config, secret, secret_dir, pki_dir),
         addresses,
         ports,
         isolation,
@@ -218,11 +237,17 @@ def pods(
     for name in ("keys", "issuer", "revocation", "gateway"):
         deployment = by_kind(rendered, "Deployment")[f"tessera-{name}"]
         pod_spec = deployment["spec"]["template"]["spec"]
-        env = container_env(pod_spec, config, secret, secret_dir)
-        (declared,) = pod_spec["containers"][0]["ports"]
-        # The port the service listens on (its TESSERA_<SVC>_PORT) is the declared containerPort.
-        assert int(env[f"TESSERA_{name.upper()}_PORT"]) == declared["containerPort"], name
-        result[name] = Pod(deployment, translate(env, addresses, ports, isolation), ports[name])
+        env = container_env(pod_spec, config, secret, secret_dir, pki_dir)
+        declared = {p["name"]: p["containerPort"] for p in pod_spec["containers"][0]["ports"]}
+        # The ports the service listens on (TESSERA_<SVC>_PORT, _OPS_PORT) are the declared ones.
+        assert int(env[f"TESSERA_{name.upper()}_PORT"]) == declared["http"], name
+        assert int(env[f"TESSERA_{name.upper()}_OPS_PORT"]) == declared["ops"], name
+        result[name] = Pod(
+            deployment,
+            translate(env, addresses, ports, isolation),
+            ports[name],
+            ports[f"{name}-ops"],
+        )
     try:
         (job_container,) = job["spec"]["template"]["spec"]["containers"]
         migrate = run(job_container["command"] + job_container.get("args", []), job_env)
@@ -237,7 +262,8 @@ def pods(
                 assert pod.running is not None
                 if pod.running.process.poll() is not None:
                     raise AssertionError(f"{pod.container['name']} exited:\n{pod.running.logs()}")
-                return http_get(f"http://127.0.0.1:{pod.port}{ready['path']}")[0] == 200
+                url = f"http://127.0.0.1:{pod.local_port(ready['port'])}{ready['path']}"
+                return http_get(url)[0] == 200
 
             try:
                 wait_until(check, f"readiness of {name}", timeout=45)
@@ -256,8 +282,7 @@ def test_every_probe_path_answers_on_its_container_port(pods: dict[str, Pod]) ->
             get = pod.container[probe]["httpGet"]
             # The probe's port must be one the container declares (by name or number);
             # locally that containerPort listens on pod.port.
-            pod.container_port(get["port"])
-            status, _ = http_get(f"http://127.0.0.1:{pod.port}{get['path']}")
+            status, _ = http_get(f"http://127.0.0.1:{pod.local_port(get['port'])}{get['path']}")
             assert status == 200, (name, probe, get["path"])
             checked.append((name, get["path"]))
     assert {path for _, path in checked} == {"/healthz", "/readyz"}
@@ -267,22 +292,38 @@ def test_every_probe_path_answers_on_its_container_port(pods: dict[str, Pod]) ->
 def test_prometheus_annotations_name_the_metrics_endpoint(pods: dict[str, Pod]) -> None:
     for name, pod in pods.items():
         annotations = pod.deployment["spec"]["template"]["metadata"]["annotations"]
-        assert pod.container_port(int(annotations["prometheus.io/port"]))
-        status, body = http_get(f"http://127.0.0.1:{pod.port}{annotations['prometheus.io/path']}")
+        port = pod.local_port(int(annotations["prometheus.io/port"]))
+        assert port == pod.ops_port, name
+        status, body = http_get(f"http://127.0.0.1:{port}{annotations['prometheus.io/path']}")
         assert status == 200 and b"# TYPE" in body, name
+        # The API port serves no metrics (the gateway's is public).
+        assert http_get(f"http://127.0.0.1:{pods['gateway'].port}/metrics")[0] == 404
 
 
 def test_an_unknown_probe_path_would_be_caught(pods: dict[str, Pod]) -> None:
-    status, _ = http_get(f"http://127.0.0.1:{pods['keys'].port}/health")
+    status, _ = http_get(f"http://127.0.0.1:{pods['keys'].ops_port}/health")
     assert status == 404
 
 
 def test_the_gateway_reaches_every_backend_through_the_service_names(pods: dict[str, Pod]) -> None:
     import json
+    import urllib.error
+    import urllib.request
 
-    status, body = http_get(f"http://127.0.0.1:{pods['gateway'].port}/internal/status")
-    assert status == 200
-    assert json.loads(body)["backends"] == {"issuer": "ok", "keys": "ok", "revocation": "ok"}
+    gateway = f"http://127.0.0.1:{pods['gateway'].port}"
+    # Ready: it read the revocation feed over mutual TLS at start-up.
+    assert http_get(f"http://127.0.0.1:{pods['gateway'].ops_port}/readyz")[0] == 200
+    # The keys service answers (Tapis 400 "unknown tenant", not a 503) for an unknown tenant ...
+    status, body = http_get(f"{gateway}/v3/tenants/no-such-tenant/.well-known/jwks.json")
+    assert status == 400 and b"unknown tenant" in body, body
+    # ... and the issuer for an unknown credential (401, not 503).
+    request = urllib.request.Request(
+        f"{gateway}/api/2.0/token/list", headers={"Authorization": "Bearer dapi" + "0" * 32}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401, json.loads(refused.value.read())
+    assert http_get(f"{gateway}/internal/status")[0] == 404
 
 
 def test_the_configmap_keeps_the_jobmanager_dialect_to_the_cluster_networks(

@@ -15,6 +15,7 @@ import pytest
 from services.cli import migrate_all
 from tests.conftest import ROOT, free_port_block
 from tests.integration.keys_support import keys_env
+from tests.tls import tls_for
 
 pytestmark = pytest.mark.integration
 PERIOD = 2
@@ -41,11 +42,11 @@ async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str
         TESSERA_KEY_MAINTENANCE_MS="50",
     )
     await migrate_all(env, ["keys"])
-    port = free_port_block(2)
+    port = free_port_block(4)
     replicas = [
         subprocess.Popen(
             [sys.executable, "-m", "services.keys"],
-            env=dict(env, TESSERA_KEYS_PORT=str(port + i)),
+            env=dict(env, TESSERA_KEYS_PORT=str(port + i), TESSERA_KEYS_OPS_PORT=str(port + 2 + i)),
             stdout=subprocess.DEVNULL,
             cwd=ROOT,
         )
@@ -53,13 +54,14 @@ async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str
     ]
     try:
         for i, proc in enumerate(replicas):
-            _wait_ready(port + i, proc)
+            _wait_ready(port + 2 + i, proc)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/internal/tenants",
+            f"https://127.0.0.1:{port}/internal/tenants",
             data=json.dumps({"id": "acme"}).encode(),
             method="POST",
         )
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        operator = tls_for(env, "operator").client()
+        with urllib.request.urlopen(request, timeout=10, context=operator) as resp:
             assert resp.status == 200
         conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
         deadline = time.monotonic() + 4 * PERIOD + 10

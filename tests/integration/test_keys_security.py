@@ -99,7 +99,7 @@ async def test_a_wrong_kek_stops_the_service_loudly(tessera_env: dict[str, str])
     # The same through the command line: one line, no traceback, non-zero exit.
     result = subprocess.run(
         [sys.executable, "-m", "services.keys"],
-        env=dict(wrong, TESSERA_KEYS_PORT="0"),
+        env=dict(wrong, TESSERA_KEYS_PORT="0", TESSERA_KEYS_OPS_PORT="0"),
         capture_output=True,
         text=True,
         timeout=60,

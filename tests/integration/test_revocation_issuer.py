@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from services.cli import migrate_all
 from services.issuer.app import create_app as create_issuer_app
@@ -29,6 +28,7 @@ from tests.integration.revocation_support import (
     revoke,
     start_revocation,
 )
+from tests.tls import allowed_session, serve
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ class Services:
 @pytest.fixture(scope="module")
 async def services(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
     ports = {name: _free_port() for name in ("keys", "issuer")}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    urls = {name: f"https://127.0.0.1:{port}" for name, port in ports.items()}
     env = private_env(
         tessera_env,
         TESSERA_ISSUER_URL=urls["issuer"],
@@ -80,14 +80,12 @@ async def services(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
     env["TESSERA_KEYS_DATABASE_URL"] = f"{base}_keys"
     env["TESSERA_ISSUER_DATABASE_URL"] = f"{base}_issuer"
     revocation_port = _free_port()
-    env["TESSERA_REVOCATION_URL"] = f"http://127.0.0.1:{revocation_port}"
+    env["TESSERA_REVOCATION_URL"] = f"https://127.0.0.1:{revocation_port}"
     await migrate_all(env, ["keys", "issuer"])
-    keys = TestServer(create_keys_app(KeysSettings.from_env(env)), port=ports["keys"])
-    issuer = TestServer(create_issuer_app(IssuerSettings.from_env(env)), port=ports["issuer"])
-    await keys.start_server()
-    await issuer.start_server()
+    keys = await serve(create_keys_app(KeysSettings.from_env(env)), port=ports["keys"])
+    issuer = await serve(create_issuer_app(IssuerSettings.from_env(env)), port=ports["issuer"])
     revocation = await start_revocation(env, port=revocation_port)
-    async with aiohttp.ClientSession() as session:
+    async with allowed_session(env) as session:
         yield Services(revocation, urls, session)
     await revocation.close()
     await issuer.close()

@@ -112,7 +112,7 @@ async def _consumed(s: Services, consumer: str, outcome: str) -> float:
     The counter belongs to the process (every in-process service shares it): compare values
     taken before and after, never absolute ones.
     """
-    async with s.session.get(s.urls["revocation"] + "/metrics") as resp:
+    async with s.session.get(s.ops["revocation"] + "/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
     for family in text_string_to_metric_families(text):

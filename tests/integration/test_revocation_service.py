@@ -26,6 +26,7 @@ from tests.integration.revocation_support import (
     start_revocation,
     wait_for,
 )
+from tests.tls import allowed_session
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,8 @@ async def service(tessera_env: dict[str, str]) -> AsyncIterator[RevocationServic
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session(tessera_env: dict[str, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    async with allowed_session(tessera_env) as client:
         yield client
 
 

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from shared.connections import listen, raise_file_limit
-from shared.http import base_app, json_response, read_json_object
+from shared.http import base_app, healthz, json_response, read_json_object
 from shared.settings import ServerLimits
 
 HEAD_TIMEOUT = 0.5
@@ -28,6 +28,7 @@ async def echo(request: web.Request) -> web.Response:
 async def serve(limits: ServerLimits) -> AsyncIterator[int]:
     app = base_app("test", max_body_bytes=limits.max_body_bytes)
     app.router.add_post("/echo", echo)
+    app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     server = await listen(runner, "127.0.0.1", 0, limits, raise_file_limit())

@@ -31,6 +31,7 @@ from tests.integration.revocation_support import (
     start_revocation,
     wait_for,
 )
+from tests.tls import allowed_session
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,8 @@ async def service(tessera_env: dict[str, str]) -> AsyncIterator[RevocationServic
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session(tessera_env: dict[str, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    async with allowed_session(tessera_env) as client:
         yield client
 
 
@@ -53,7 +54,7 @@ def config_for(
 ) -> SubscriberConfig:
     return SubscriberConfig(
         revocations_url=service.revocations_url,
-        jwks_url_template="http://127.0.0.1:9/internal/tenants/{tenant}/jwks",
+        jwks_url_template="https://127.0.0.1:9/internal/tenants/{tenant}/jwks",
         amqp_url=service.env["TESSERA_AMQP_URL"],
         amqp_names=names or service.names,
         name="test",

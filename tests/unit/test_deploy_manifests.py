@@ -127,7 +127,7 @@ def test_compose_runs_each_service_from_the_one_image_with_a_health_check() -> N
         assert service["command"] == ["tessera", "serve", name]
         test = service["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"]
-        assert f"TESSERA_{name.upper()}_PORT" in test[3]
+        assert f"TESSERA_{name.upper()}_OPS_PORT" in test[3]  # the ops listener, in clear
         assert service["read_only"] is True
         assert "/tmp" in service["tmpfs"]
 
@@ -203,10 +203,19 @@ def test_every_service_has_a_hardened_deployment_with_probes() -> None:
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]]
-        (port,) = container["ports"]
-        service_port = services[f"tessera-{name}"]["spec"]["ports"][0]
+        ports = {p["name"]: p for p in container["ports"]}
+        assert set(ports) == {"http", "ops"}
+        port = ports["http"]
+        # The Service exposes the API only; probes and scrapes use the ops port.
+        (service_port,) = services[f"tessera-{name}"]["spec"]["ports"]
         assert service_port["targetPort"] in (port["name"], port["containerPort"])
         assert service_port["port"] == port["containerPort"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["port"] == "ops", (name, probe)
+        tls = volumes[mounts["/var/run/tessera/tls"]]["secret"]
+        assert tls["secretName"] == f"tessera-tls-{name}"
+        # Its own certificate and key only, never another component's.
+        assert {i["key"] for i in tls["items"]} == {"ca.pem", f"{name}.pem", f"{name}-key.pem"}
 
 
 def test_every_secret_and_config_reference_resolves() -> None:
@@ -228,7 +237,7 @@ def test_every_secret_and_config_reference_resolves() -> None:
                     assert ref["name"] == secret["metadata"]["name"]
                     assert ref["key"] in secret["stringData"] or ref.get("optional") is True
         for volume in pod.get("volumes", []):
-            if "secret" in volume:
+            if "secret" in volume and volume["secret"]["secretName"] == "tessera-secrets":
                 for item in volume["secret"]["items"]:
                     assert item["key"] in secret["stringData"]
 
@@ -246,6 +255,36 @@ def test_only_the_gateway_accepts_traffic_from_outside_tessera() -> None:
                 "app.kubernetes.io/name": "tessera",
                 "app.kubernetes.io/component": "gateway",
             }
+        }
+    ]
+    # Each internal API admits exactly the components that call it.
+    callers = {}
+    for policy in policies.values():
+        target = policy["spec"]["podSelector"].get("matchLabels", {})
+        for rule in policy["spec"].get("ingress", []):
+            if [p["port"] for p in rule.get("ports", [])] != ["http"]:
+                continue
+            for peer in rule.get("from", []):
+                label = peer.get("podSelector", {}).get("matchLabels", {})
+                callers.setdefault(target.get("app.kubernetes.io/component"), set()).add(
+                    label.get("app.kubernetes.io/component")
+                )
+    assert callers == {
+        "issuer": {"gateway", "revocation"},
+        "keys": {"gateway", "issuer"},
+        "revocation": {"gateway", "issuer"},
+    }
+    ops = policies["tessera-ops-from-monitoring"]["spec"]["ingress"]
+    assert ops == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"port": "ops", "protocol": "TCP"}],
         }
     ]
     deny = policies["tessera-default-deny-ingress"]["spec"]

@@ -26,7 +26,7 @@ def _stack(pid: int, **env: str) -> DevStack:
         pid=pid,
         directory="/somewhere",
         public_url="http://localhost:18080",
-        services={"issuer": "http://127.0.0.1:18081", "keys": "http://127.0.0.1:18083"},
+        services={"issuer": "https://127.0.0.1:18081", "keys": "https://127.0.0.1:18083"},
         secrets_dir="/somewhere/.tessera-dev",
         env=dict(env),
         process_start=process_start(pid),
@@ -61,10 +61,10 @@ def test_a_descriptor_whose_process_is_gone_is_ignored(tmp_path: Path) -> None:
     env = {"TESSERA_DEV_STACK_FILE": str(tmp_path / "dev-stack.json")}
     write_descriptor(tmp_path / "dev-stack.json", _stack(int(dead.stdout)))
     assert running_stack(env) is None
-    assert service_endpoint(env, "issuer").url == "http://127.0.0.1:8081"
+    assert service_endpoint(env, "issuer").url == "https://127.0.0.1:8081"
     write_descriptor(tmp_path / "dev-stack.json", _stack(os.getpid()))
     assert running_stack(env) is not None
-    assert service_endpoint(env, "issuer").url == "http://127.0.0.1:18081"
+    assert service_endpoint(env, "issuer").url == "https://127.0.0.1:18081"
 
 
 def test_a_reused_pid_is_not_taken_for_the_stack(tmp_path: Path) -> None:
@@ -79,11 +79,11 @@ def test_a_reused_pid_is_not_taken_for_the_stack(tmp_path: Path) -> None:
 def test_a_set_variable_wins_over_the_stack(tmp_path: Path) -> None:
     env = {
         "TESSERA_DEV_STACK_FILE": str(tmp_path / "dev-stack.json"),
-        "TESSERA_ISSUER_URL": "http://issuer.example:9000",
+        "TESSERA_ISSUER_URL": "https://issuer.example:9000",
     }
     write_descriptor(tmp_path / "dev-stack.json", _stack(os.getpid()))
     endpoint = service_endpoint(env, "issuer")
-    assert endpoint.url == "http://issuer.example:9000"
+    assert endpoint.url == "https://issuer.example:9000"
     assert "TESSERA_ISSUER_URL" in endpoint.source
 
 

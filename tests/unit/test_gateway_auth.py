@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,16 +14,22 @@ from services.gateway.auth import Authenticator, record_expired
 from services.gateway.backends import Backends
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
+from shared.pki import init_pki
 from shared.subscriber import Subscriber, SubscriberConfig
 
-NOWHERE = "http://127.0.0.1:9"
+NOWHERE = "https://127.0.0.1:9"
 
 
 @pytest.fixture
-async def auth() -> AsyncIterator[Authenticator]:
+async def auth(tmp_path: Path) -> AsyncIterator[Authenticator]:
     # No socket is opened: nothing here starts the subscriber or calls a service.
+    init_pki(tmp_path)
     async with aiohttp.ClientSession() as session:
-        env = {"TESSERA_AMQP_URL": "amqp://127.0.0.1:9/", "TESSERA_ISSUER_URL": NOWHERE}
+        env = {
+            "TESSERA_AMQP_URL": "amqp://127.0.0.1:9/",
+            "TESSERA_ISSUER_URL": NOWHERE,
+            "TESSERA_TLS_DIR": str(tmp_path),
+        }
         subscriber = Subscriber(
             SubscriberConfig(
                 revocations_url=f"{NOWHERE}/internal/revocations",

@@ -40,7 +40,9 @@ class SubscriberConfig:
 
     revocations_url: str
     jwks_url_template: str
-    amqp_url: str = field(repr=False)
+    # None: no broker (a subscriber outside the internal network follows the gateway's public
+    # feed by polling it every ``poll_interval``).
+    amqp_url: str | None = field(default=None, repr=False)
     amqp_names: AmqpNames = field(default_factory=AmqpNames)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     name: str = "subscriber"

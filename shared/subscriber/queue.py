@@ -34,7 +34,7 @@ class EventQueue:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         names: AmqpNames,
         name: str,
         routing_keys: tuple[str, ...],
@@ -51,7 +51,9 @@ class EventQueue:
         self._on_back = on_back
         self._connection: AbstractRobustConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._state = ConnectionState(f"tessera-subscriber-{name}", describe_amqp(url))
+        self._state = ConnectionState(
+            f"tessera-subscriber-{name}", describe_amqp(url) if url else "none"
+        )
 
     @property
     def up(self) -> bool:
@@ -63,7 +65,10 @@ class EventQueue:
         self._state.up = value
 
     async def start(self, wait: float) -> None:
-        """Start connecting; wait up to ``wait`` seconds for the queue to be consuming."""
+        """Start connecting; wait up to ``wait`` seconds for the queue to be consuming. Without
+        a broker URL there is nothing to connect: events then come from polling the feed."""
+        if self._url is None:
+            return
         self._task = asyncio.create_task(self._connect_forever(), name=f"subscriber-{self._name}")
         # asyncio.wait, not wait_for(shield(...)): on 3.11 that can swallow a cancel of start().
         await asyncio.wait([self._task], timeout=wait)

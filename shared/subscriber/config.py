@@ -11,7 +11,7 @@ from shared.settings import AmqpNames
 class InvalidToken(Exception):
     """A token that must be refused; ``reason`` is a short machine-readable word.
 
-    Reasons: ``malformed``, ``not_a_jwt``, ``unknown_tenant``, ``unknown_kid``,
+    Reasons: ``malformed``, ``not_a_jwt``, ``unknown_tenant``, ``unknown_kid``, ``key_revoked``,
     ``algorithm_refused``, ``bad_signature``, ``expired``, ``missing_claim``, ``wrong_issuer``,
     ``revoked``,
     ``jwks_unavailable`` (see :class:`VerifierUnavailable`).

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
 from services.gateway.backends import Backends
-from services.gateway.errors import DialectError
+from services.gateway.errors import DialectError, current_dialect
 from services.gateway.principal import Principal, from_claims, from_issuer
 from services.gateway.ratelimit import Limits
 from shared.authz import Action, Target, allowed
@@ -25,6 +26,11 @@ from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
 from shared.tokens import classify
 
 log = structlog.get_logger("tessera.gateway")
+AUTH_FAILURES = Counter(
+    "tessera_authentication_failures_total",
+    "Credentials refused by the gateway, by dialect and reason",
+    ["dialect", "reason"],
+)
 
 
 def require(
@@ -76,16 +82,26 @@ class Authenticator:
         )
 
     async def authenticate(self, token: str) -> Principal:
-        """The caller behind a credential, or :class:`Unauthenticated`."""
+        """The caller behind a credential, or :class:`Unauthenticated` (counted by dialect
+        and reason in ``tessera_authentication_failures_total``)."""
+        try:
+            return await self._authenticate(token)
+        except Unauthenticated as exc:
+            AUTH_FAILURES.labels(current_dialect.get(), exc.details.get("reason", "invalid")).inc()
+            raise
+
+    async def _authenticate(self, token: str) -> Principal:
         form = classify(token)
         if form == "jwt":
             principal = await self._jwt(token)
         elif form in ("opaque", "databricks"):
             principal = await self._opaque(token)
         else:
-            raise Unauthenticated("the credential is not one Tessera issued")
+            raise Unauthenticated(
+                "the credential is not one Tessera issued", details={"reason": "malformed"}
+            )
         if self.revoked(principal):
-            raise Unauthenticated("the credential has been revoked")
+            raise Unauthenticated("the credential has been revoked", details={"reason": "revoked"})
         bind_actor(principal.actor)
         self._limits.check(principal.tenant, principal.subject)
         return principal
@@ -97,7 +113,9 @@ class Authenticator:
         except VerifierUnavailable:
             raise Unavailable("signing keys are unavailable") from None
         except InvalidToken as exc:
-            raise Unauthenticated(f"invalid token: {exc.reason}") from None
+            raise Unauthenticated(
+                f"invalid token: {exc.reason}", details={"reason": exc.reason}
+            ) from None
 
     async def refresh_token_tenant(self, token: str) -> str | None:
         """The tenant of a valid, unrevoked refresh JWT; None for anything else."""
@@ -127,7 +145,9 @@ class Authenticator:
         status, body = await self._backends.authenticate(token)
         if status == 401:
             self._cache.pop(key, None)
-            raise Unauthenticated("invalid credential: unknown, expired or revoked")
+            raise Unauthenticated(
+                "invalid credential: unknown, expired or revoked", details={"reason": "unknown"}
+            )
         if status != 200 or not isinstance(body, dict):
             raise Unavailable("the issuer service is unavailable")
         principal = from_issuer(body)

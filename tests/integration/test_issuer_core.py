@@ -85,6 +85,22 @@ async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
         assert len(listing["tokens"]) == 5
 
 
+async def test_a_jobmanager_identity_and_the_user_of_that_name_have_separate_quotas(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant(quota=2)
+        for _ in range(2):
+            assert (await create(s, tenant, "ann", kind="jobmanager"))[0] == 200
+        # The identity "ann" is at its quota; the user "ann" is not touched by it.
+        status, body = await create(s, tenant, "ann", kind="jobmanager")
+        assert (status, body["error"]) == (409, "quota_exceeded")
+        for kind in ("databricks", "opaque"):
+            assert (await create(s, tenant, "ann", kind=kind))[0] == 200
+        status, body = await create(s, tenant, "ann", kind="databricks")
+        assert (status, body["error"]) == (409, "quota_exceeded")
+
+
 async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str]) -> None:
     """The quota check keeps an upper bound of each owner's active tokens; when it is reached
     the tokens are counted, so expired (or revoked) ones make room again."""

@@ -224,7 +224,7 @@ def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_ready(url: str, timeout: float = 30) -> None:
+def _wait_ready(url: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,6 +59,8 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
         TESSERA_KEK=secrets.token_urlsafe(32),
         TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
         TESSERA_LOG_LEVEL="warning",
+        # A descriptor of its own: a developer's `tessera dev` may be running beside it.
+        TESSERA_DEV_STACK_FILE=os.path.join(tempfile.gettempdir(), f"tessera-bench-{run_id}.json"),
         # Measure the stack, not the limiter.
         TESSERA_RATE_LIMIT_PRINCIPAL="0",
         TESSERA_RATE_LIMIT_TENANT="0",

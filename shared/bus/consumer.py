@@ -1,4 +1,4 @@
-"""Consuming events: one durable queue per consumer, ack after the local commit.
+"""Consuming events: one durable (quorum) queue per consumer, ack after the local commit.
 
 Each handler runs in a transaction that also records ``(consumer, event_id)`` in
 ``processed_events``; a redelivered duplicate finds its row and is acknowledged without running
@@ -18,7 +18,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter
 
-from shared.bus.amqp import Broker
+from shared.bus.amqp import QUORUM_QUEUE, Broker
 from shared.bus.envelope import Envelope, EnvelopeError
 from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
 
@@ -68,9 +68,9 @@ class Consumer:
         await channel.set_qos(prefetch_count=self._prefetch)
         exchange = await channel.get_exchange(names.exchange)
         queue = await channel.declare_queue(
-            names.queue(self.name),
+            names.durable_queue(self.name),
             durable=True,
-            arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+            arguments={**QUORUM_QUEUE, "x-dead-letter-exchange": names.dead_letter_exchange},
         )
         for routing_key in self._handlers:
             await queue.bind(exchange, routing_key)

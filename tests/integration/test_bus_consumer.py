@@ -10,7 +10,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared.bus.amqp import Broker
+from shared.bus.amqp import QUORUM_QUEUE, Broker
 from shared.bus.consumer import Consumer
 from shared.bus.envelope import Envelope
 from shared.db import create_pool
@@ -74,7 +74,9 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
         await _poll(applied_rows, [(event.id, 7)])
 
         # Both bad messages end in the dead-letter queue instead of looping.
-        dead = await channel.declare_queue(names.dead_letter_queue, durable=True)
+        dead = await channel.declare_queue(
+            names.dead_letter_queue, durable=True, arguments=QUORUM_QUEUE
+        )
         dead_bodies: list[bytes] = []
         async with asyncio.timeout(15):
             while len(dead_bodies) < 2:
@@ -90,11 +92,20 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
         assert attempts.count(event.id) == 1
         assert await applied_rows() == [(event.id, 7)]
         main = await channel.declare_queue(
-            names.queue("test.on_thing"),
+            names.durable_queue("test.on_thing"),
             durable=True,
-            arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+            arguments={**QUORUM_QUEUE, "x-dead-letter-exchange": names.dead_letter_exchange},
         )
         assert main.declaration_result.message_count == 0
+        # Both durable queues are quorum queues: RabbitMQ refuses to see them as classic ones.
+        classic = {"x-queue-type": "classic"}
+        for queue, arguments in (
+            (main.name, {**classic, "x-dead-letter-exchange": names.dead_letter_exchange}),
+            (names.dead_letter_queue, classic),
+        ):
+            probe = await publisher.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+                await probe.declare_queue(queue, durable=True, arguments=arguments)
     finally:
         await consumer.close()
         await broker.close()

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 
 from shared.bus.amqp import QUORUM_QUEUE, Broker
 from shared.bus.envelope import Envelope, EnvelopeError
+from shared.db import DATABASE_UNAVAILABLE
 from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
 
 log = structlog.get_logger("tessera.consumer")
@@ -28,7 +29,7 @@ Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 CONSUMED = Counter(
     "tessera_events_consumed_total", "Events handled by consumers", ["consumer", "outcome"]
 )
-_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
+_TRANSIENT = DATABASE_UNAVAILABLE
 
 
 class Consumer:

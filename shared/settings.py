@@ -177,12 +177,13 @@ class AmqpNames:
     def durable_queue(self, consumer: str) -> str:
         """A durable (quorum) queue's name. The ``.quorum`` suffix is new with quorum queues
         (issue 18): RabbitMQ refuses to redeclare an existing classic queue as a quorum queue,
-        so upgraded services declare new queues beside the old classic ones (see
-        docs/deploy.md, "Upgrading to quorum queues")."""
+        so upgraded services declare new queues beside the old classic ones and adopt those
+        (docs/clusters.md, "Upgrading from classic queues")."""
         return f"{self.queue_prefix}{consumer}.quorum"
 
     def queue(self, consumer: str) -> str:
-        """A transient queue's name (a subscriber's own)."""
+        """A transient queue's name (a subscriber's own), and the name of a consumer's classic
+        queue before quorum queues."""
         return f"{self.queue_prefix}{consumer}"
 
     @classmethod

@@ -181,7 +181,16 @@ def _admin(clusters: Clusters) -> str:
     )  # fmt: skip
 
 
-async def test_revocation_through_one_gateway_is_refused_by_the_other(clusters: Clusters) -> None:
+def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    """Print ``text`` on the terminal even while pytest captures output (CI's ``pytest -q``):
+    the figures are part of what these tests are for."""
+    with capsys.disabled():
+        print(text, flush=True)
+
+
+async def test_revocation_through_one_gateway_is_refused_by_the_other(
+    clusters: Clusters, capsys: pytest.CaptureFixture[str]
+) -> None:
     admin = _admin(clusters)
     one, other = (replica.url for replica in clusters.stack.replicas["gateway"])
     delays: list[float] = []
@@ -203,15 +212,16 @@ async def test_revocation_through_one_gateway_is_refused_by_the_other(clusters: 
             while await _status(session, other, token) == 200:
                 assert time.monotonic() < deadline, "the other gateway still accepts it"
             delays.append((time.monotonic() - acknowledged) * 1000)
-    print(
+    _report(
+        capsys,
         f"\nrevoked at one gateway -> refused by the other (2 replicas of everything, "
         f"{len(delays)} revocations): p50 {statistics.median(delays):.1f} ms, "
-        f"p99 {_p99(delays):.1f} ms, max {max(delays):.1f} ms"
+        f"p99 {_p99(delays):.1f} ms, max {max(delays):.1f} ms",
     )
 
 
 async def test_losing_a_broker_node_replicas_and_the_primary_loses_nothing_acknowledged(
-    clusters: Clusters,
+    clusters: Clusters, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack, rabbit, postgres = clusters.stack, clusters.rabbit, clusters.postgres
     load = Load(_admin(clusters))
@@ -270,14 +280,15 @@ async def test_losing_a_broker_node_replicas_and_the_primary_loses_nothing_ackno
         statuses: dict[int, int] = {}
         for answer in load.answers:
             statuses[answer.status] = statuses.get(answer.status, 0) + 1
-        print(
+        _report(
+            capsys,
             f"\n{len(creates)} creates ({len(load.created)} acknowledged), "
             f"{len(load.revoke_tried)} revokes ({len(load.revoked)} acknowledged) "
             f"in {time.monotonic() - started:.1f} s; answers by status {sorted(statuses.items())}"
             f"\ntimeline: {', '.join(f'{at:.1f}s {what}' for at, what in timeline)}"
             f"\nlongest window of non-2xx answers: {load.longest_failure_window():.2f} s"
             f"\ncreate p99 {_p99([a.ms for a in creates if a.status == 200]):.0f} ms, "
-            f"p50 {statistics.median(a.ms for a in creates if a.status == 200):.0f} ms"
+            f"p50 {statistics.median(a.ms for a in creates if a.status == 200):.0f} ms",
         )
         assert not [a for a in load.answers if a.status == 500], "a 500 was answered"
         # Events kept flowing while broker node 0 was down (and the database up): publishers

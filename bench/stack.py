@@ -119,7 +119,8 @@ async def delete_broker_names(amqp_url: str, names: AmqpNames, consumers: list[s
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        for queue in [*(names.queue(consumer) for consumer in consumers), names.dead_letter_queue]:
+        durable = [names.durable_queue(consumer) for consumer in consumers]
+        for queue in [*durable, names.dead_letter_queue]:
             await channel.queue_delete(queue)
         await channel.exchange_delete(names.exchange)
         await channel.exchange_delete(names.dead_letter_exchange)

@@ -22,6 +22,11 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections forwarded right now."""
+        return len(self._writers) // 2
+
     async def cut(self) -> None:
         """Stop listening and drop every open connection: the target looks down."""
         if self._server is not None:

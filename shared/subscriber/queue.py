@@ -2,7 +2,9 @@
 
 Every replica of every subscribing service needs every event, so each process binds a queue of
 its own that dies with its connection. Messages are not acknowledged: what a process misses
-while away (or while the broker is down) it reads from the feed instead.
+while away (or while the broker is down) it reads from the feed instead. The queue stays a
+transient classic queue on a cluster too: when its node goes, the connection moves to another
+node (``TESSERA_AMQP_URL`` lists them), declares a new one there and fills the gap from the feed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared.bus.amqp import ConnectionState, describe_amqp
+from shared.bus.amqp import ConnectionState, connect_cluster, describe_amqp
 from shared.settings import AmqpNames
 
 log = structlog.get_logger("tessera.subscriber.queue")
@@ -103,7 +105,7 @@ class EventQueue:
                 delay = min(delay * 2, 5.0)
 
     async def _bind(self) -> None:
-        connection = await aio_pika.connect_robust(
+        connection = await connect_cluster(
             self._url,
             reconnect_interval=1,
             client_properties={"connection_name": f"tessera-subscriber-{self._name}"},

@@ -105,6 +105,7 @@ class EventQueue:
                 delay = min(delay * 2, 5.0)
 
     async def _bind(self) -> None:
+        assert self._url is not None  # start() connects nothing without a broker URL
         connection = await connect_cluster(
             self._url,
             reconnect_interval=1,

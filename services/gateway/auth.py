@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 
+from services.gateway import edge
 from services.gateway.backends import Backends
 from services.gateway.errors import DialectError, current_dialect
 from services.gateway.principal import Principal, from_claims, from_issuer
@@ -83,10 +84,13 @@ class Authenticator:
 
     async def authenticate(self, token: str) -> Principal:
         """The caller behind a credential, or :class:`Unauthenticated` (counted by dialect
-        and reason in ``tessera_authentication_failures_total``)."""
+        and reason in ``tessera_authentication_failures_total``, and against the client's
+        address by the pre-authentication limit, which refuses it first once used up)."""
+        edge.admit()
         try:
             return await self._authenticate(token)
         except Unauthenticated as exc:
+            edge.charge()
             AUTH_FAILURES.labels(current_dialect.get(), exc.details.get("reason", "invalid")).inc()
             raise
 
@@ -107,12 +111,15 @@ class Authenticator:
         return principal
 
     async def verify_jwt(self, token: str) -> dict[str, Any]:
-        """A valid Tessera JWT's claims, or :class:`Unauthenticated` (503 if keys are down)."""
+        """A valid Tessera JWT's claims, or :class:`Unauthenticated` (503 if keys are down);
+        limited and charged per client address like :meth:`authenticate`."""
+        edge.admit()
         try:
             return await self._subscriber.verify_jwt(token)
         except VerifierUnavailable:
             raise Unavailable("signing keys are unavailable") from None
         except InvalidToken as exc:
+            edge.charge()
             raise Unauthenticated(
                 f"invalid token: {exc.reason}", details={"reason": exc.reason}
             ) from None

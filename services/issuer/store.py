@@ -138,12 +138,13 @@ async def insert_token(conn: asyncpg.Connection, token: dict[str, Any]) -> async
 
 
 async def fetch_by_hash(
-    conn: asyncpg.Connection, hashes: list[bytes], kinds: tuple[str, ...], *, lock: bool = False
+    conn: asyncpg.Connection, hashes: list[bytes], kinds: tuple[str, ...]
 ) -> asyncpg.Record | None:
+    """The token of these kinds with one of these keyed hashes (refresh tokens, with their
+    retried copies and a lock, come from :func:`fetch_refresh`)."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"""SELECT {COLUMNS}, secret_hash, used_at, replaced_by FROM tokens
-            WHERE secret_hash = ANY($1::bytea[]) AND kind = ANY($2::text[])
-            {"FOR UPDATE" if lock else ""}""",
+        f"""SELECT {COLUMNS}, secret_hash FROM tokens
+            WHERE secret_hash = ANY($1::bytea[]) AND kind = ANY($2::text[])""",
         hashes,
         list(kinds),
     )

@@ -14,7 +14,8 @@ import pytest
 
 from tests.cluster.postgres import PostgresPair, postgres_available, wait_for_sync_standby
 from tests.cluster.rabbit import RabbitCluster, rabbit_available
-from tests.cluster.stack import ReplicatedStack, cluster_env, free_ports
+from tests.cluster.stack import ReplicatedStack, cluster_env
+from tests.conftest import free_port_block
 
 
 @dataclass
@@ -31,7 +32,7 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clusters]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must not skip the cluster tests: {reason}")
         pytest.skip(reason)
-    ports = free_ports(8)
+    ports = free_port_block(8)
     rabbit = RabbitCluster.create(
         Path(tempfile.mkdtemp(prefix="tessera-mq-")), [ports + i for i in range(6)]
     )

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,29 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port_block
+from tests.proxy import splice
 
 SERVICES = ("keys", "revocation", "issuer", "gateway")
-
-
-def free_ports(count: int) -> int:
-    """A port P such that P..P+count-1 are free, below the kernel's ephemeral range (32768 and
-    up), so no outgoing connection of this busy machine takes one before a server binds it."""
-    for _ in range(200):
-        base = 20000 + secrets.randbelow(12000 - count)
-        socks = []
-        try:
-            for offset in range(count):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", base + offset))
-                socks.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free block of ports")
 
 
 class RoundRobinProxy:
@@ -76,16 +56,7 @@ class RoundRobinProxy:
         if upstream is None:
             writer.transport.abort()
             return
-        up_reader, up_writer = upstream
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await splice((reader, writer), upstream)
 
 
 class LoopThread:
@@ -130,7 +101,7 @@ class ReplicatedStack:
         return f"http://127.0.0.1:{self.proxies[service].port}"
 
     def setup(self, replicas: int = 2) -> None:
-        base = free_ports(len(SERVICES) * replicas)
+        base = free_port_block(len(SERVICES) * replicas)
         for s, service in enumerate(SERVICES):
             ports = [base + s * replicas + i for i in range(replicas)]
             self.replicas[service] = [

@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiohttp
@@ -234,12 +233,10 @@ async def proxied_service(tessera_env: dict[str, str]) -> AsyncIterator[tuple[An
     """A revocation service whose broker connections, and its subscribers', go through a TCP
     proxy: cutting the proxy is the broker going away for them, and only for them (the
     machine's RabbitMQ is shared, and never stopped by a test)."""
-    url = urlsplit(tessera_env["TESSERA_AMQP_URL"])
-    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5672)
+    proxy = TcpProxy.for_url(tessera_env["TESSERA_AMQP_URL"], 5672)
     await proxy.start()
-    userinfo = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
     env = private_env(tessera_env)
-    env["TESSERA_AMQP_URL"] = urlunsplit(url._replace(netloc=f"{userinfo}127.0.0.1:{proxy.port}"))
+    env["TESSERA_AMQP_URL"] = proxy.url(tessera_env["TESSERA_AMQP_URL"])
     running = await start_revocation(env)
     yield running, proxy
     await running.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import asyncpg
 import jwt
@@ -25,6 +26,32 @@ async def create(s: Services, tenant: str, subject: str, **fields: object) -> tu
     )
 
 
+def issue_pair(s: Services, tenant: str, username: str) -> Awaitable[tuple[int, dict]]:  # type: ignore[type-arg]
+    """The call minting a user's Tapis access and refresh pair, as the operator."""
+    return s.call(
+        "POST",
+        "issuer",
+        "/internal/jwt",
+        json={
+            "tenant": tenant,
+            "username": username,
+            "account_type": "user",
+            "minter": {"kind": "operator"},
+            "generate_refresh_token": True,
+        },
+    )
+
+
+async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignore[type-arg]
+    status, pair = await issue_pair(s, tenant, username)
+    assert status == 200, pair
+    return pair
+
+
+async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
+
+
 async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
     tessera_env: dict[str, str],
 ) -> None:
@@ -35,24 +62,10 @@ async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
             status, body = await create(s, tenant, "ann", kind=kind, name="n")
             assert status == 200
             values.append(body["value"])
-        status, pair = await s.call(
-            "POST",
-            "issuer",
-            "/internal/jwt",
-            json={
-                "tenant": tenant,
-                "username": "ann",
-                "account_type": "user",
-                "minter": {"kind": "operator"},
-                "generate_refresh_token": True,
-            },
-        )
-        assert status == 200
+        pair = await _pair(s, tenant, "ann")
         refresh = pair["refresh_token"]["refresh_token"]
         values += [pair["access_token"]["access_token"], refresh]
-        status, renewed = await s.call(
-            "POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": refresh}
-        )
+        status, renewed = await _refresh(s, refresh)
         assert status == 200
         values += [
             renewed["access_token"]["access_token"],
@@ -145,21 +158,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
             for owner in owners
             for i in range(5)
         ]
-        jwts = [
-            s.call(
-                "POST",
-                "issuer",
-                "/internal/jwt",
-                json={
-                    "tenant": tenant,
-                    "username": owner,
-                    "account_type": "user",
-                    "minter": {"kind": "operator"},
-                    "generate_refresh_token": True,
-                },
-            )
-            for owner in owners
-        ]
+        jwts = [issue_pair(s, tenant, owner) for owner in owners]
         results = await asyncio.gather(*opaque, *jwts)
         made, pairs = results[: len(opaque)], results[len(opaque) :]
         callers = [owner for owner in owners for _ in range(5)]
@@ -189,27 +188,6 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
         await conn.close()
         assert len(audit) == 3 * len(owners)
         assert all(row["request_id"].startswith(f"req-{row['subject']}-") for row in audit)
-
-
-async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignore[type-arg]
-    status, pair = await s.call(
-        "POST",
-        "issuer",
-        "/internal/jwt",
-        json={
-            "tenant": tenant,
-            "username": username,
-            "account_type": "user",
-            "minter": {"kind": "operator"},
-            "generate_refresh_token": True,
-        },
-    )
-    assert status == 200, pair
-    return pair  # type: ignore[no-any-return]
-
-
-async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
 
 
 async def _family_in_feed(s: Services, family: set[str]) -> None:

@@ -412,7 +412,7 @@ async def _cleanup(env: dict[str, str], db_url: str, amqp: str) -> None:
         channel = await connection.channel()
         prefix = env["TESSERA_AMQP_QUEUE_PREFIX"]
         for queue in ("revocation.on_key_revoked", "tessera.dead-letter"):
-            await channel.queue_delete(f"{prefix}{queue}")
+            await channel.queue_delete(f"{prefix}{queue}.quorum")
         for exchange in (env["TESSERA_AMQP_EXCHANGE"], env["TESSERA_AMQP_DLX"]):
             await channel.exchange_delete(exchange)
         await connection.close()

@@ -60,6 +60,8 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
         TESSERA_KEK=secrets.token_urlsafe(32),
         TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
         TESSERA_LOG_LEVEL="warning",
+        # A descriptor of its own: a developer's `tessera dev` may be running beside it.
+        TESSERA_DEV_STACK_FILE=os.path.join(tempfile.gettempdir(), f"tessera-bench-{run_id}.json"),
         # Measure the stack, not the limiter.
         TESSERA_RATE_LIMIT_PRINCIPAL="0",
         TESSERA_RATE_LIMIT_TENANT="0",
@@ -124,7 +126,8 @@ async def delete_broker_names(amqp_url: str, names: AmqpNames, consumers: list[s
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        for queue in [*(names.queue(consumer) for consumer in consumers), names.dead_letter_queue]:
+        durable = [names.durable_queue(consumer) for consumer in consumers]
+        for queue in [*durable, names.dead_letter_queue]:
             await channel.queue_delete(queue)
         await channel.exchange_delete(names.exchange)
         await channel.exchange_delete(names.dead_letter_exchange)

@@ -28,11 +28,45 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIGRATION_LOCK = 7_345_210_001
 
 
+# What a request meets while no PostgreSQL primary answers (issue 18): the server is gone or
+# refuses connections (starting up, shutting down, in recovery), no listed host is read-write
+# (``target_session_attrs=read-write``), a pooled connection points at a server that is no
+# longer the primary, or connecting takes longer than the pool's timeout. Answered 503 with
+# Retry-After by the internal services; consumers requeue, the relay retries.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    OSError,
+    TimeoutError,
+)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
+    conn.add_query_logger(_discard_if_demoted(conn))
+
+
+# Server process ids of pooled connections whose server turned out read-only.
+_demoted: set[int] = set()
+
+
+def _discard_if_demoted(conn: asyncpg.Connection) -> Callable[[Any], None]:
+    """A query logger marking ``conn`` once a write fails because its server is read-only: the
+    server stopped being the primary (a failover). The connection is closed when it goes back
+    to the pool (closing it while checked out confuses asyncpg's pool), and the pool opens a
+    new one, which ``target_session_attrs=read-write`` sends to the new primary."""
+
+    def check(record: Any) -> None:
+        if isinstance(record.exception, asyncpg.exceptions.ReadOnlySQLTransactionError):
+            _demoted.add(conn.get_server_pid())
+
+    return check
 
 
 def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -66,9 +100,14 @@ async def _release(conn: asyncpg.Connection) -> None:
     (advisory locks are transaction-scoped, listeners are removed before release), so only a
     transaction left open needs undoing.
     """
-    if conn.is_in_transaction():
+    pid = conn.get_server_pid()
+    if pid in _demoted:
+        _demoted.discard(pid)
+        log.warning("database connection discarded: its server is no longer the primary")
+        conn.terminate()
+    elif conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-    for callback in _after_release.pop(conn.get_server_pid(), ()):
+    for callback in _after_release.pop(pid, ()):
         callback()
 
 
@@ -92,9 +131,17 @@ async def create_pool(
 
 
 def describe_database(database_url: str) -> str:
-    """``host:port/dbname`` of a URL, for messages; never the password."""
+    """``host:port/dbname`` of a URL, for messages; never the password. A libpq multi-host URL
+    (``postgresql://h1:5432,h2:5432/db``) gives ``h1:5432,h2:5432/db``."""
     parts = urlsplit(database_url)
-    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+    hosts = parts.netloc.rpartition("@")[2]
+    described = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not name or not port.isdigit():
+            name, port = host, "5432"
+        described.append(f"{name}:{port}")
+    return f"{','.join(described)}{parts.path}"
 
 
 async def ensure_database(database_url: str) -> bool:

@@ -7,13 +7,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import ClientError, ClientRequest, ClientResponse, ClientSession, ClientTimeout, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from shared.callers import CALLERS, Callers, internal_callers
+from shared.db import DATABASE_UNAVAILABLE
 from shared.errors import BadRequest, TesseraError, Unavailable
 from shared.jsonbody import DEFAULT_MAX_BODY_BYTES, MAX_BODY, parse_json, read_body
 from shared.logging import (
@@ -167,7 +167,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return json_response({"error": "http_error", "message": exc.reason}, exc.status)
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+    except DATABASE_UNAVAILABLE as exc:  # no primary answers (issue 18): 503, Retry-After
         log.warning("dependency unavailable", error=type(exc).__name__)
         return json_response(
             {"error": "unavailable", "message": "a dependency is unavailable"},

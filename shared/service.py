@@ -56,7 +56,12 @@ async def db_pool(app: web.Application) -> AsyncIterator[None]:
         raise StartupError(
             f"database {describe_database(url)} does not exist: run `tessera migrate` first"
         ) from None
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        TimeoutError,
+        asyncpg.exceptions.TargetServerAttributeNotMatched,  # no read-write host right now
+    ) as exc:
         raise StartupError(
             f"cannot reach PostgreSQL at {describe_database(url)}: {exc.__class__.__name__}: {exc}"
         ) from None

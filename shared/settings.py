@@ -122,8 +122,15 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
 
 
 def get_amqp_url(env: Env) -> str:
-    """``TESSERA_AMQP_URL``, checked: an ``amqp://`` or ``amqps://`` URL with a host."""
-    return _check_url("TESSERA_AMQP_URL", require(env, "TESSERA_AMQP_URL"), ("amqp", "amqps"))
+    """``TESSERA_AMQP_URL``, checked: one ``amqp://`` or ``amqps://`` URL with a host, or several
+    separated by commas (the nodes of one cluster). Returned with the URLs joined by commas."""
+    raw = require(env, "TESSERA_AMQP_URL")
+    nodes = [part.strip() for part in raw.split(",") if part.strip()]
+    if not nodes:
+        raise ConfigError("TESSERA_AMQP_URL is required but not set")
+    for node in nodes:
+        _check_url("TESSERA_AMQP_URL", node, ("amqp", "amqps"))
+    return ",".join(nodes)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -177,9 +184,18 @@ class AmqpNames:
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"{self.queue_prefix}tessera.dead-letter"
+        return self.durable_queue("tessera.dead-letter")
+
+    def durable_queue(self, consumer: str) -> str:
+        """A durable (quorum) queue's name. The ``.quorum`` suffix is new with quorum queues
+        (issue 18): RabbitMQ refuses to redeclare an existing classic queue as a quorum queue,
+        so upgraded services declare new queues beside the old classic ones and adopt those
+        (docs/clusters.md, "Upgrading from classic queues")."""
+        return f"{self.queue_prefix}{consumer}.quorum"
 
     def queue(self, consumer: str) -> str:
+        """A transient queue's name (a subscriber's own), and the name of a consumer's classic
+        queue before quorum queues."""
         return f"{self.queue_prefix}{consumer}"
 
     @classmethod

@@ -187,9 +187,11 @@ def private_stack_env(tessera_env: dict[str, str], tag: str) -> dict[str, str]:
 
 
 def free_port_block(count: int) -> int:
-    """A port P such that P..P+count-1 are all free right now."""
+    """A port P such that P..P+count-1 are all free right now, below the kernel's ephemeral
+    range (32768 and up), so no outgoing connection of this busy machine takes one before a
+    server binds it."""
     for _ in range(200):
-        base = 20000 + secrets.randbelow(30000)
+        base = 20000 + secrets.randbelow(12000 - count)
         socks = []
         try:
             for offset in range(count):

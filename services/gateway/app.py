@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import databricks, jobmanager, lagrello, oauth, tapis
+from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
 from services.gateway.context import AUTH, BACKENDS, SESSION, SETTINGS, SUBSCRIBER
 from services.gateway.edge import AddressGuard, address_guard
 from services.gateway.errors import VERSION, dialect_errors
 from services.gateway.openapi import openapi
-from services.gateway.preauth import GuardedAuthenticator
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
 from shared.http import ACTOR_FROM_HEADER, base_app, internal_session, json_response
@@ -49,7 +49,7 @@ async def subscriber(app: web.Application) -> AsyncIterator[None]:
         RateLimiter(settings.principal_rate, settings.principal_burst),
         RateLimiter(settings.tenant_rate, settings.tenant_burst),
     )
-    app[AUTH] = GuardedAuthenticator(app[BACKENDS], sub, settings.opaque_cache_seconds, limits)
+    app[AUTH] = Authenticator(app[BACKENDS], sub, settings.opaque_cache_seconds, limits)
     yield
     await sub.close()
 

@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
+from services.gateway import edge
 from services.gateway.backends import Backends
-from services.gateway.errors import DialectError
+from services.gateway.errors import DialectError, current_dialect
 from services.gateway.principal import Principal, from_claims, from_issuer
 from services.gateway.ratelimit import Limits
 from shared.authz import Action, Target, allowed
@@ -25,6 +27,11 @@ from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
 from shared.tokens import classify
 
 log = structlog.get_logger("tessera.gateway")
+AUTH_FAILURES = Counter(
+    "tessera_authentication_failures_total",
+    "Credentials refused by the gateway, by dialect and reason",
+    ["dialect", "reason"],
+)
 
 
 def require(
@@ -76,28 +83,46 @@ class Authenticator:
         )
 
     async def authenticate(self, token: str) -> Principal:
-        """The caller behind a credential, or :class:`Unauthenticated`."""
+        """The caller behind a credential, or :class:`Unauthenticated` (counted by dialect
+        and reason in ``tessera_authentication_failures_total``, and against the client's
+        address by the pre-authentication limit, which refuses it first once used up)."""
+        edge.admit()
+        try:
+            return await self._authenticate(token)
+        except Unauthenticated as exc:
+            edge.charge()
+            AUTH_FAILURES.labels(current_dialect.get(), exc.details.get("reason", "invalid")).inc()
+            raise
+
+    async def _authenticate(self, token: str) -> Principal:
         form = classify(token)
         if form == "jwt":
             principal = await self._jwt(token)
         elif form in ("opaque", "databricks"):
             principal = await self._opaque(token)
         else:
-            raise Unauthenticated("the credential is not one Tessera issued")
+            raise Unauthenticated(
+                "the credential is not one Tessera issued", details={"reason": "malformed"}
+            )
         if self.revoked(principal):
-            raise Unauthenticated("the credential has been revoked")
+            raise Unauthenticated("the credential has been revoked", details={"reason": "revoked"})
         bind_actor(principal.actor)
         self._limits.check(principal.tenant, principal.subject)
         return principal
 
     async def verify_jwt(self, token: str) -> dict[str, Any]:
-        """A valid Tessera JWT's claims, or :class:`Unauthenticated` (503 if keys are down)."""
+        """A valid Tessera JWT's claims, or :class:`Unauthenticated` (503 if keys are down);
+        limited and charged per client address like :meth:`authenticate`."""
+        edge.admit()
         try:
             return await self._subscriber.verify_jwt(token)
         except VerifierUnavailable:
             raise Unavailable("signing keys are unavailable") from None
         except InvalidToken as exc:
-            raise Unauthenticated(f"invalid token: {exc.reason}") from None
+            edge.charge()
+            raise Unauthenticated(
+                f"invalid token: {exc.reason}", details={"reason": exc.reason}
+            ) from None
 
     async def refresh_token_tenant(self, token: str) -> str | None:
         """The tenant of a valid, unrevoked refresh JWT; None for anything else."""
@@ -127,7 +152,9 @@ class Authenticator:
         status, body = await self._backends.authenticate(token)
         if status == 401:
             self._cache.pop(key, None)
-            raise Unauthenticated("invalid credential: unknown, expired or revoked")
+            raise Unauthenticated(
+                "invalid credential: unknown, expired or revoked", details={"reason": "unknown"}
+            )
         if status != 200 or not isinstance(body, dict):
             raise Unavailable("the issuer service is unavailable")
         principal = from_issuer(body)

@@ -8,6 +8,7 @@ unexpected fault is a dialect-shaped 500 with a generic message.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -40,6 +41,8 @@ DATABRICKS_CODES = {
     503: "TEMPORARILY_UNAVAILABLE",
 }
 VERSION: web.AppKey[str] = web.AppKey("version", str)
+# The dialect of the request being answered, for metrics labelled by dialect.
+current_dialect: ContextVar[str] = ContextVar("dialect", default="tessera")
 
 
 class DialectError(Exception):
@@ -142,6 +145,7 @@ def _route_missing(request: web.Request, exc: web.HTTPException) -> web.Response
 
 @web.middleware
 async def dialect_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    current_dialect.set(dialect_of(request.path))
     try:
         return await handler(request)
     except DialectError as exc:

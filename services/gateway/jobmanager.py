@@ -90,12 +90,11 @@ async def create(request: web.Request) -> web.Response:
     expires_at = _expires_at(
         source.get("expiration"), now, request.app[SETTINGS].jobmanager_default_ttl
     )
-    ttl = max(1, int(expires_at.timestamp() - now.timestamp()))
     created = await request.app[BACKENDS].create_opaque(
         tenant=request.app[SETTINGS].default_tenant,
         subject=identity,
         kind="jobmanager",
-        ttl_seconds=ttl,
+        expires_at=expires_at.isoformat(),
         created_by="jobmanager",
         minter=principal.to_json(),
     )

@@ -122,6 +122,12 @@ async def revoke(request: web.Request) -> web.Response:
 
 def _feed_params(request: web.Request, names: tuple[str, ...], tenant: str) -> dict[str, str]:
     params = {"tenant": tenant}
+    # The subscriber library asks the snapshot for its compact rows, as it does internally.
+    shape = request.query.get("format")
+    if shape is not None:
+        if shape not in ("full", "compact"):
+            raise DialectError(400, "format must be full or compact", "bad_request")
+        params["format"] = shape
     for name in names:
         value = request.query.get(name)
         if value is not None:

@@ -34,7 +34,10 @@ def from_claims(claims: dict[str, Any]) -> Principal:
     """The principal of a verified Tessera JWT; :class:`Unauthenticated` for a refresh token
     or one without Tessera's claims."""
     if claims.get("tapis/token_type") != "access":
-        raise Unauthenticated("a refresh token is not a credential: send an access token")
+        raise Unauthenticated(
+            "a refresh token is not a credential: send an access token",
+            details={"reason": "refresh_token"},
+        )
     try:
         permissions = claims.get("tessera/permissions") or []
         account_type = claims.get("tapis/account_type")
@@ -49,4 +52,6 @@ def from_claims(claims: dict[str, Any]) -> Principal:
             account_type=account_type if account_type in ("user", "service") else "user",
         )
     except (KeyError, TypeError, ValueError):
-        raise Unauthenticated("the token lacks Tessera's claims") from None
+        raise Unauthenticated(
+            "the token lacks Tessera's claims", details={"reason": "missing_claim"}
+        ) from None

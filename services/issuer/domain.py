@@ -74,6 +74,19 @@ def _ttl(value: Any, name: str) -> int | None:
     return value
 
 
+def _instant(value: Any, name: str) -> datetime | None:
+    """An RFC 3339 instant with its offset, or None."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise BadRequest(f"{name} must be an RFC 3339 time with an offset")
+    return when
+
+
 def parse_permissions(value: Any) -> list[str]:
     if value is None:
         return []
@@ -94,6 +107,7 @@ class CreateOpaque:
     ttl_seconds: int | None
     created_by: str | None
     minter: Principal
+    expires_at: datetime | None = None  # an exact expiry asked for, instead of ttl_seconds
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> CreateOpaque:
@@ -109,6 +123,7 @@ class CreateOpaque:
             ttl_seconds=_ttl(body.get("ttl_seconds"), "ttl_seconds"),
             created_by=_text(body, "created_by", required=False),
             minter=parse_minter(body),
+            expires_at=_instant(body.get("expires_at"), "expires_at"),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import secrets
 import uuid
 from base64 import urlsafe_b64decode
@@ -44,15 +45,25 @@ async def create_opaque(
     """A new opaque token within the owner's quota: (its record, its value shown once)."""
     tenant = await keys.tenant(request.tenant)
     max_lifetime = max_lifetime_of(tenant)
-    ttl = request.ttl_seconds or max_lifetime
-    check_lifetime(ttl, max_lifetime, "ttl_seconds")
+    now = datetime.now(UTC)
+    if request.expires_at is not None:
+        # An exact instant (a jobmanager expiration): stored as asked, not re-derived from a
+        # rounded number of seconds.
+        expires_at = request.expires_at
+        ttl = math.ceil((expires_at - now).total_seconds())
+        if ttl <= 0:
+            raise BadRequest("expires_at must be in the future")
+        check_lifetime(ttl, max_lifetime, "expires_at")
+    else:
+        ttl = request.ttl_seconds or max_lifetime
+        check_lifetime(ttl, max_lifetime, "ttl_seconds")
+        expires_at = now + timedelta(seconds=ttl)
     check_mint(
         request.minter,
         Mint(request.tenant, request.subject, request.kind, frozenset(request.permissions), ttl),
         max_lifetime,
     )
     value = new_databricks_token() if request.kind == "databricks" else new_opaque_token()
-    now = datetime.now(UTC)
     token = {
         "id": uuid.uuid4(),
         "display_id": secrets.token_hex(32) if request.kind == "databricks" else None,
@@ -62,7 +73,7 @@ async def create_opaque(
         "name": request.name,
         "permissions": request.permissions,
         "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl),
+        "expires_at": expires_at,
         "created_by": request.created_by,
         "secret_hash": pepper.hash(value),
     }

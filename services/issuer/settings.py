@@ -13,7 +13,6 @@ class Settings:
     common: CommonSettings
     pepper: Pepper = field(repr=False)
     keys_url: str
-    revocation_url: str
     refresh_grace_seconds: int
     tenant_cache_seconds: int
 
@@ -27,7 +26,6 @@ class Settings:
             common=CommonSettings.from_env(env, "issuer"),
             pepper=pepper,
             keys_url=service_url(env, "keys"),
-            revocation_url=service_url(env, "revocation"),
             refresh_grace_seconds=get_int(env, "TESSERA_REFRESH_GRACE_SECONDS", 10, minimum=0),
             tenant_cache_seconds=get_int(env, "TESSERA_TENANT_CACHE_SECONDS", 10, minimum=0),
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from services.issuer.domain import OPAQUE_KINDS, RECORD_ORDER
+from services.issuer.domain import RECORD_ORDER
 from shared.db import columns
 
 COLUMNS = ", ".join(RECORD_ORDER)
@@ -61,62 +61,71 @@ def insert_tokens(tokens: list[dict[str, Any]]) -> tuple[str, list[list[Any]]]:
     return _INSERT_MANY, columns(rows, len(_INSERT_COLUMNS))
 
 
-async def lock_owners(conn: asyncpg.Connection, owners: list[tuple[str, str]]) -> None:
+# An owner of opaque tokens, for quotas: (tenant, subject, namespace), where the namespace is
+# "jobmanager" for jobmanager identities and "user" for everyone else (shared.authz).
+Owner = tuple[str, str, str]
+# The kinds of token each namespace's quota counts.
+_NAMESPACE_KINDS = (
+    "CASE WHEN o.namespace = 'jobmanager' THEN ARRAY['jobmanager']"
+    " ELSE ARRAY['opaque', 'databricks'] END"
+)
+
+
+async def lock_owners(conn: asyncpg.Connection, owners: list[Owner]) -> None:
     """Serialise creates of these owners until the transaction ends. Locks are taken in one
     global order, so two batches never deadlock."""
     await conn.execute(
         """SELECT pg_advisory_xact_lock(k) FROM (
                SELECT DISTINCT hashtextextended(o, 0) AS k
                FROM unnest($1::text[]) AS o ORDER BY k) AS locks""",
-        [f"{tenant}/{subject}" for tenant, subject in owners],
+        [f"{tenant}/{subject}/{namespace}" for tenant, subject, namespace in owners],
     )
 
 
-def _usage_columns(usage: dict[tuple[str, str], int]) -> list[list[Any]]:
-    """Tenants, subjects and counts, in the owners' sorted order (the order locks are taken)."""
-    return columns(((*owner, usage[owner]) for owner in sorted(usage)), 3)
+def _usage_columns(usage: dict[Owner, int]) -> list[list[Any]]:
+    """Tenants, subjects, namespaces and counts, in the owners' sorted order (the order locks
+    are taken)."""
+    return columns(((*owner, usage[owner]) for owner in sorted(usage)), 4)
 
 
-async def add_usage(
-    conn: asyncpg.Connection, usage: dict[tuple[str, str], int]
-) -> dict[tuple[str, str], int]:
+async def add_usage(conn: asyncpg.Connection, usage: dict[Owner, int]) -> dict[Owner, int]:
     """Add new tokens to each owner's usage bound (owner_usage); the bounds after adding."""
     rows = await conn.fetch(
-        """INSERT INTO owner_usage AS u (tenant, subject, issued)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
-           ON CONFLICT (tenant, subject) DO UPDATE SET issued = u.issued + excluded.issued
-           RETURNING tenant, subject, issued""",
+        """INSERT INTO owner_usage AS u (tenant, subject, namespace, issued)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+           ON CONFLICT (tenant, subject, namespace)
+           DO UPDATE SET issued = u.issued + excluded.issued
+           RETURNING tenant, subject, namespace, issued""",
         *_usage_columns(usage),
     )
-    return {(row["tenant"], row["subject"]): row["issued"] for row in rows}
+    return {(row["tenant"], row["subject"], row["namespace"]): row["issued"] for row in rows}
 
 
 async def count_active(
-    conn: asyncpg.Connection, owners: list[tuple[str, str]], limit: int
-) -> dict[tuple[str, str], int]:
-    """Each owner's active opaque tokens, counted (up to ``limit``)."""
+    conn: asyncpg.Connection, owners: list[Owner], limit: int
+) -> dict[Owner, int]:
+    """Each owner's active opaque tokens of its namespace, counted (up to ``limit``)."""
     rows = await conn.fetch(
-        f"""SELECT o.tenant, o.subject, (
+        f"""SELECT o.tenant, o.subject, o.namespace, (
                 SELECT count(*) FROM (
                     SELECT 1 FROM tokens
                     WHERE tokens.tenant = o.tenant AND tokens.subject = o.subject
-                      AND kind = ANY($3::text[]) AND {_ACTIVE}
+                      AND kind = ANY({_NAMESPACE_KINDS}) AND {_ACTIVE}
                     LIMIT $4) AS a) AS active
-            FROM unnest($1::text[], $2::text[]) AS o(tenant, subject)""",
-        [tenant for tenant, _ in owners],
-        [subject for _, subject in owners],
-        list(OPAQUE_KINDS),
+            FROM unnest($1::text[], $2::text[], $3::text[]) AS o(tenant, subject, namespace)""",
+        *columns(owners, 3),
         limit,
     )
-    return {(row["tenant"], row["subject"]): row["active"] for row in rows}
+    return {(row["tenant"], row["subject"], row["namespace"]): row["active"] for row in rows}
 
 
-async def set_usage(conn: asyncpg.Connection, usage: dict[tuple[str, str], int]) -> None:
+async def set_usage(conn: asyncpg.Connection, usage: dict[Owner, int]) -> None:
     """Reset owners' usage bounds to a counted value."""
     await conn.execute(
         """UPDATE owner_usage AS u SET issued = n.issued
-           FROM unnest($1::text[], $2::text[], $3::int[]) AS n(tenant, subject, issued)
-           WHERE u.tenant = n.tenant AND u.subject = n.subject""",
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+                AS n(tenant, subject, namespace, issued)
+           WHERE u.tenant = n.tenant AND u.subject = n.subject AND u.namespace = n.namespace""",
         *_usage_columns(usage),
     )
 
@@ -129,12 +138,13 @@ async def insert_token(conn: asyncpg.Connection, token: dict[str, Any]) -> async
 
 
 async def fetch_by_hash(
-    conn: asyncpg.Connection, hashes: list[bytes], kinds: tuple[str, ...], *, lock: bool = False
+    conn: asyncpg.Connection, hashes: list[bytes], kinds: tuple[str, ...]
 ) -> asyncpg.Record | None:
+    """The token of these kinds with one of these keyed hashes (refresh tokens, with their
+    retried copies and a lock, come from :func:`fetch_refresh`)."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"""SELECT {COLUMNS}, secret_hash, used_at, replaced_by FROM tokens
-            WHERE secret_hash = ANY($1::bytea[]) AND kind = ANY($2::text[])
-            {"FOR UPDATE" if lock else ""}""",
+        f"""SELECT {COLUMNS}, secret_hash FROM tokens
+            WHERE secret_hash = ANY($1::bytea[]) AND kind = ANY($2::text[])""",
         hashes,
         list(kinds),
     )

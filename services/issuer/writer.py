@@ -18,6 +18,8 @@ import asyncpg
 from services.issuer import store
 from services.issuer.errors import QuotaReached
 from services.issuer.events import token_issued
+from services.issuer.store import Owner
+from shared.authz import namespace_of
 from shared.batching import Batcher
 from shared.bus.outbox import Cause, add_events
 
@@ -33,8 +35,9 @@ class Write:
     cause: Cause
 
     @property
-    def owner(self) -> tuple[str, str]:
-        return self.tokens[0]["tenant"], self.tokens[0]["subject"]
+    def owner(self) -> Owner:
+        first = self.tokens[0]
+        return first["tenant"], first["subject"], namespace_of(first["kind"])
 
 
 def stored_row(token: Row) -> Row:
@@ -138,7 +141,7 @@ class TokenWriter:
     @staticmethod
     async def _active_bounds(
         conn: asyncpg.Connection, writes: list[Write]
-    ) -> tuple[dict[tuple[str, str], int], list[tuple[str, str]]]:
+    ) -> tuple[dict[Owner, int], list[Owner]]:
         """Lock the owners with a quota; for each, a bound of their active tokens that is exact
         where it matters (counted when the batch could pass the quota). Also: who was counted.
 
@@ -147,8 +150,8 @@ class TokenWriter:
         limited = [w for w in writes if w.quota is not None]
         if not limited:
             return {}, []
-        asked: dict[tuple[str, str], int] = {}
-        quota: dict[tuple[str, str], int] = {}
+        asked: dict[Owner, int] = {}
+        quota: dict[Owner, int] = {}
         for write in limited:
             asked[write.owner] = asked.get(write.owner, 0) + len(write.tokens)
             quota[write.owner] = min(quota.get(write.owner, write.quota or 0), write.quota or 0)

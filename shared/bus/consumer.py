@@ -1,4 +1,4 @@
-"""Consuming events: one durable queue per consumer, ack after the local commit.
+"""Consuming events: one durable (quorum) queue per consumer, ack after the local commit.
 
 Each handler runs in a transaction that also records ``(consumer, event_id)`` in
 ``processed_events``; a redelivered duplicate finds its row and is acknowledged without running
@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 
+import aio_pika
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter
 
-from shared.bus.amqp import Broker
+from shared.bus.amqp import QUORUM_QUEUE, Broker
 from shared.bus.envelope import Envelope, EnvelopeError
+from shared.db import DATABASE_UNAVAILABLE
 from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
 
 log = structlog.get_logger("tessera.consumer")
@@ -28,7 +30,9 @@ Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 CONSUMED = Counter(
     "tessera_events_consumed_total", "Events handled by consumers", ["consumer", "outcome"]
 )
-_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
+_TRANSIENT = DATABASE_UNAVAILABLE
+# How long a starting consumer drains the classic queue of before quorum queues.
+ADOPTION_TIMEOUT = 60.0
 
 
 class Consumer:
@@ -51,6 +55,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._adopting: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -68,15 +73,66 @@ class Consumer:
         await channel.set_qos(prefetch_count=self._prefetch)
         exchange = await channel.get_exchange(names.exchange)
         queue = await channel.declare_queue(
-            names.queue(self.name),
+            names.durable_queue(self.name),
             durable=True,
-            arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+            arguments={**QUORUM_QUEUE, "x-dead-letter-exchange": names.dead_letter_exchange},
         )
         for routing_key in self._handlers:
             await queue.bind(exchange, routing_key)
         self._queue = queue
         self._tag = await queue.consume(self._on_message)
         log.info("consuming", consumer=self.name, queue=queue.name, keys=sorted(self._handlers))
+        self._adopting = asyncio.create_task(
+            self._adopt_classic_queue(exchange), name=f"adopt-{self.name}"
+        )
+
+    async def _adopt_classic_queue(self, exchange: AbstractExchange) -> None:
+        """Upgrade from the classic queue Tessera declared before quorum queues (the same name
+        without ``.quorum``; RabbitMQ cannot turn it into a quorum queue in place): unbind it so
+        new events reach only the quorum queue, apply what it still holds (events published
+        while no replica ran; duplicates of the quorum queue's are skipped by event id), then
+        delete it once empty. Best effort: what is left is logged and retried at the next start.
+        """
+        channel = await self._broker.new_channel()
+        try:
+            try:
+                old = await channel.declare_queue(self._broker.names.queue(self.name), passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return  # no classic queue: a fresh install, or adopted already
+            for routing_key in self._handlers:
+                await old.unbind(exchange, routing_key)
+            await channel.set_qos(prefetch_count=self._prefetch)
+            applying = 0
+
+            async def apply(message: AbstractIncomingMessage) -> None:
+                nonlocal applying
+                applying += 1
+                try:
+                    await self._on_message(message)
+                finally:
+                    applying -= 1
+
+            tag = await old.consume(apply)
+            async with asyncio.timeout(ADOPTION_TIMEOUT):
+                while True:
+                    # old.declare(), not channel.declare_queue(): the robust channel answers
+                    # that from its cache, with the count of the first declaration.
+                    left = await old.declare()
+                    if not left.message_count and not applying:
+                        break
+                    await asyncio.sleep(0.2)
+            await old.cancel(tag)
+            await channel.queue_delete(old.name, if_empty=True)
+            log.info("classic queue adopted and deleted", consumer=self.name, queue=old.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "classic queue not adopted yet", consumer=self.name, error=type(exc).__name__
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -137,10 +193,11 @@ class Consumer:
 
     async def close(self) -> None:
         """Stop fetching, then let in-flight messages finish."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._adopting):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)

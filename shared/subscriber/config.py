@@ -11,7 +11,7 @@ from shared.settings import AmqpNames
 class InvalidToken(Exception):
     """A token that must be refused; ``reason`` is a short machine-readable word.
 
-    Reasons: ``malformed``, ``not_a_jwt``, ``unknown_tenant``, ``unknown_kid``,
+    Reasons: ``malformed``, ``not_a_jwt``, ``unknown_tenant``, ``unknown_kid``, ``key_revoked``,
     ``algorithm_refused``, ``bad_signature``, ``expired``, ``missing_claim``, ``wrong_issuer``,
     ``revoked``,
     ``jwks_unavailable`` (see :class:`VerifierUnavailable`).
@@ -40,7 +40,9 @@ class SubscriberConfig:
 
     revocations_url: str
     jwks_url_template: str
-    amqp_url: str = field(repr=False)
+    # None: no broker (a subscriber outside the internal network follows the gateway's public
+    # feed by polling it every ``poll_interval``).
+    amqp_url: str | None = field(default=None, repr=False)
     amqp_names: AmqpNames = field(default_factory=AmqpNames)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     name: str = "subscriber"

@@ -2,7 +2,9 @@
 
 Every replica of every subscribing service needs every event, so each process binds a queue of
 its own that dies with its connection. Messages are not acknowledged: what a process misses
-while away (or while the broker is down) it reads from the feed instead.
+while away (or while the broker is down) it reads from the feed instead. The queue stays a
+transient classic queue on a cluster too: when its node goes, the connection moves to another
+node (``TESSERA_AMQP_URL`` lists them), declares a new one there and fills the gap from the feed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared.bus.amqp import ConnectionState, describe_amqp
+from shared.bus.amqp import ConnectionState, connect_cluster, describe_amqp
 from shared.settings import AmqpNames
 
 log = structlog.get_logger("tessera.subscriber.queue")
@@ -34,7 +36,7 @@ class EventQueue:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         names: AmqpNames,
         name: str,
         routing_keys: tuple[str, ...],
@@ -51,7 +53,9 @@ class EventQueue:
         self._on_back = on_back
         self._connection: AbstractRobustConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._state = ConnectionState(f"tessera-subscriber-{name}", describe_amqp(url))
+        self._state = ConnectionState(
+            f"tessera-subscriber-{name}", describe_amqp(url) if url else "none"
+        )
 
     @property
     def up(self) -> bool:
@@ -63,7 +67,10 @@ class EventQueue:
         self._state.up = value
 
     async def start(self, wait: float) -> None:
-        """Start connecting; wait up to ``wait`` seconds for the queue to be consuming."""
+        """Start connecting; wait up to ``wait`` seconds for the queue to be consuming. Without
+        a broker URL there is nothing to connect: events then come from polling the feed."""
+        if self._url is None:
+            return
         self._task = asyncio.create_task(self._connect_forever(), name=f"subscriber-{self._name}")
         # asyncio.wait, not wait_for(shield(...)): on 3.11 that can swallow a cancel of start().
         await asyncio.wait([self._task], timeout=wait)
@@ -98,7 +105,8 @@ class EventQueue:
                 delay = min(delay * 2, 5.0)
 
     async def _bind(self) -> None:
-        connection = await aio_pika.connect_robust(
+        assert self._url is not None  # start() connects nothing without a broker URL
+        connection = await connect_cluster(
             self._url,
             reconnect_interval=1,
             client_properties={"connection_name": f"tessera-subscriber-{self._name}"},

@@ -165,7 +165,8 @@ class Subscriber:
         tenant, kid = unverified_parts(token)
         key = await self._jwks.key(tenant, kid)
         if key is None:
-            raise InvalidToken("unknown_kid")
+            # A revoked (compromised) key is not unknown: say which, so operators can tell.
+            raise InvalidToken("key_revoked" if self._jwks.kid_revoked(kid) else "unknown_kid")
         claims = verify_signature(token, key, tenant, self.config.leeway, self._jwks.issuer(tenant))
         if claims["jti"] in self._revoked:
             raise InvalidToken("revoked")

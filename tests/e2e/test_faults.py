@@ -15,12 +15,18 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
 
-from tests.conftest import ROOT, Stack, free_port_block, start_stack, stop_stack
+from tests.conftest import (
+    ROOT,
+    Stack,
+    free_port_block,
+    private_stack_env,
+    start_stack,
+    stop_stack,
+)
 from tests.e2e.gateway_support import http, http_json, mint
 from tests.proxy import TcpProxy
 
@@ -31,14 +37,12 @@ class ProxyThread:
     """A TcpProxy on an event loop of its own, so the test body may block."""
 
     def __init__(self, url: str, default_port: int) -> None:
-        parts = urlsplit(url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self.proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+        self.proxy = TcpProxy.for_url(url, default_port)
         self.run(self.proxy.start())
-        auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        self.url = urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.proxy.port}"))
+        self.url = self.proxy.url(url)
 
     def run(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -62,13 +66,9 @@ def proxied(
     pg = ProxyThread(tessera_env["TESSERA_DATABASE_URL"], 5432)
     mq = ProxyThread(tessera_env["TESSERA_AMQP_URL"], 5672)
     env = dict(
-        tessera_env,
+        private_stack_env(tessera_env, "fault"),
         TESSERA_DATABASE_URL=pg.url,
         TESSERA_AMQP_URL=mq.url,
-        TESSERA_DATABASE_PREFIX=tessera_env["TESSERA_DATABASE_PREFIX"] + "_fault",
-        TESSERA_AMQP_EXCHANGE=tessera_env["TESSERA_AMQP_EXCHANGE"] + ".fault",
-        TESSERA_AMQP_DLX=tessera_env["TESSERA_AMQP_DLX"] + ".fault",
-        TESSERA_AMQP_QUEUE_PREFIX=tessera_env["TESSERA_AMQP_QUEUE_PREFIX"] + "fault.",
     )
     stack = start_stack(env, Path(tmp_path_factory.mktemp("fault")) / "dev.log")
     yield stack, pg, mq
@@ -224,7 +224,7 @@ def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_ready(url: str, timeout: float = 30) -> None:
+def _wait_ready(url: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:

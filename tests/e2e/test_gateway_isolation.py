@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.gateway_support import ensure_tenant, http_json, mint, unique
+from tests.e2e.gateway_support import ensure_tenant, http, http_json, mint, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +139,25 @@ def test_refusal_messages_say_it_once(stack: Stack) -> None:
         assert time.monotonic() < deadline, body
         time.sleep(0.2)
     assert status == 400 and body["message"] == "Invalid token: expired"
+
+
+def _failures(stack: Stack, dialect: str, reason: str) -> float:
+    status, _, raw = http("GET", f"{stack.gateway}/metrics")
+    assert status == 200
+    label = f'tessera_authentication_failures_total{{dialect="{dialect}",reason="{reason}"}} '
+    for line in raw.decode().splitlines():
+        if line.startswith(label):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_authentication_failures_are_counted_by_dialect_and_reason(stack: Stack) -> None:
+    g = stack.gateway
+    before = _failures(stack, "databricks", "unknown")
+    status, _ = http_json("GET", f"{g}/api/2.0/token/list", headers=bearer("dapi" + "1" * 32))
+    assert status == 401
+    assert _failures(stack, "databricks", "unknown") == before + 1
+    before = _failures(stack, "lagrello", "malformed")
+    status, _ = http_json("GET", f"{g}/v1/tokens", headers=bearer("not-a-credential"))
+    assert status == 403
+    assert _failures(stack, "lagrello", "malformed") == before + 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.conftest import Stack, private_stack_env, start_stack, stop_stack
 from tests.e2e.gateway_support import http_json, mint, unique
 from tests.e2e.test_authorization import JSON, tapis_pair, until
 
@@ -37,14 +37,7 @@ def no_grace_stack(
     tessera_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """A stack of its own, whose revocation service the test may freeze."""
-    env = dict(
-        tessera_env,
-        TESSERA_REFRESH_GRACE_SECONDS="0",
-        TESSERA_DATABASE_PREFIX=tessera_env["TESSERA_DATABASE_PREFIX"] + "_reuse",
-        TESSERA_AMQP_EXCHANGE=tessera_env["TESSERA_AMQP_EXCHANGE"] + ".reuse",
-        TESSERA_AMQP_DLX=tessera_env["TESSERA_AMQP_DLX"] + ".reuse",
-        TESSERA_AMQP_QUEUE_PREFIX=tessera_env["TESSERA_AMQP_QUEUE_PREFIX"] + "reuse.",
-    )
+    env = dict(private_stack_env(tessera_env, "reuse"), TESSERA_REFRESH_GRACE_SECONDS="0")
     stack = start_stack(env, Path(tmp_path_factory.mktemp("reuse")) / "dev.log")
     yield stack
     stop_stack(stack)

@@ -80,7 +80,7 @@ async def wait_consuming(env: dict[str, str], consumer: str, timeout: float = 10
             while True:
                 channel = await connection.channel()
                 try:
-                    await channel.declare_queue(names.queue(consumer), passive=True)
+                    await channel.declare_queue(names.durable_queue(consumer), passive=True)
                     return
                 except aio_pika.exceptions.ChannelClosed:
                     await asyncio.sleep(0.05)

@@ -10,7 +10,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared.bus.amqp import Broker
+from shared.bus.amqp import QUORUM_QUEUE, Broker
 from shared.bus.consumer import Consumer
 from shared.bus.envelope import Envelope
 from shared.db import create_pool
@@ -74,7 +74,9 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
         await _poll(applied_rows, [(event.id, 7)])
 
         # Both bad messages end in the dead-letter queue instead of looping.
-        dead = await channel.declare_queue(names.dead_letter_queue, durable=True)
+        dead = await channel.declare_queue(
+            names.dead_letter_queue, durable=True, arguments=QUORUM_QUEUE
+        )
         dead_bodies: list[bytes] = []
         async with asyncio.timeout(15):
             while len(dead_bodies) < 2:
@@ -90,11 +92,77 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
         assert attempts.count(event.id) == 1
         assert await applied_rows() == [(event.id, 7)]
         main = await channel.declare_queue(
-            names.queue("test.on_thing"),
+            names.durable_queue("test.on_thing"),
             durable=True,
-            arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+            arguments={**QUORUM_QUEUE, "x-dead-letter-exchange": names.dead_letter_exchange},
         )
         assert main.declaration_result.message_count == 0
+        # Both durable queues are quorum queues: RabbitMQ refuses to see them as classic ones.
+        classic = {"x-queue-type": "classic"}
+        for queue, arguments in (
+            (main.name, {**classic, "x-dead-letter-exchange": names.dead_letter_exchange}),
+            (names.dead_letter_queue, classic),
+        ):
+            probe = await publisher.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+                await probe.declare_queue(queue, durable=True, arguments=arguments)
+    finally:
+        await consumer.close()
+        await broker.close()
+        await publisher.close()
+
+
+async def test_upgrade_applies_what_the_classic_queue_holds_and_deletes_it(
+    tessera_env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # Before quorum queues, each consumer had a classic queue named after it. RabbitMQ cannot
+    # redeclare it as a quorum queue, so the upgraded consumer uses `<name>.quorum` and adopts
+    # the old one: events published while no replica ran must not be lost.
+    names = private_names(tessera_env)
+    publisher = await aio_pika.connect(tessera_env["TESSERA_AMQP_URL"])
+    channel = await publisher.channel()
+    exchange = await channel.declare_exchange(
+        names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    old = await channel.declare_queue(
+        names.queue("test.on_old"),
+        durable=True,
+        arguments={"x-dead-letter-exchange": names.dead_letter_exchange},
+    )
+    await old.bind(exchange, "thing.happened.v1")
+    waiting = Envelope(type="thing.happened", source="issuer", tenant="t", data={"n": 1})
+    await exchange.publish(aio_pika.Message(waiting.to_json()), "thing.happened.v1")
+
+    async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        await conn.execute("INSERT INTO applied VALUES ($1, $2)", envelope.id, envelope.data["n"])
+
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
+    await broker.start()
+    consumer = Consumer(broker, pool, "test.on_old", {"thing.happened.v1": handle})
+    consumer.start()
+    try:
+        await asyncio.wait_for(consumer.started(), 10)
+        later = Envelope(type="thing.happened", source="issuer", tenant="t", data={"n": 2})
+        await exchange.publish(aio_pika.Message(later.to_json()), "thing.happened.v1")
+
+        async def applied_rows() -> list[tuple[uuid.UUID, int]]:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("SELECT event_id, n FROM applied ORDER BY n")
+            return [(r["event_id"], r["n"]) for r in rows]
+
+        # Both applied, each once: the waiting one from the classic queue, the later one from
+        # the quorum queue only (the classic queue was unbound first).
+        await _poll(applied_rows, [(waiting.id, 1), (later.id, 2)])
+
+        async def classic_queue_exists() -> bool:
+            probe = await publisher.channel()
+            try:
+                await probe.declare_queue(old.name, passive=True)
+                return True
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+
+        await _poll(classic_queue_exists, False)
     finally:
         await consumer.close()
         await broker.close()

@@ -230,11 +230,15 @@ async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(
         )
         await full.bind(exchange, "test.full.v1")
         await broker.publish_confirmed([_outgoing("test.full.v1", b"1", 1)])
+        refusing = await broker.channel()
         with pytest.raises(aiormq.exceptions.DeliveryError):
             await broker.publish_confirmed(
                 [_outgoing("test.other.v1", b"2", 2), _outgoing("test.full.v1", b"3", 3)]
             )
-        # The channel is still in step: later publishes are confirmed as before.
+        # The refusing channel was replaced (as during a quorum-queue leader election, when
+        # RabbitMQ nacks) and later publishes are confirmed on the new one.
+        replacement = await broker.channel()
+        assert replacement is not refusing and refusing.is_closed
         await broker.publish_confirmed([_outgoing("test.other.v1", b"4", 4)])
         kept = await full.get(timeout=5)
         assert kept.body == b"1"

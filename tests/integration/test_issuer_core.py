@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import asyncpg
 import jwt
@@ -25,6 +26,32 @@ async def create(s: Services, tenant: str, subject: str, **fields: object) -> tu
     )
 
 
+def issue_pair(s: Services, tenant: str, username: str) -> Awaitable[tuple[int, dict]]:  # type: ignore[type-arg]
+    """The call minting a user's Tapis access and refresh pair, as the operator."""
+    return s.call(
+        "POST",
+        "issuer",
+        "/internal/jwt",
+        json={
+            "tenant": tenant,
+            "username": username,
+            "account_type": "user",
+            "minter": {"kind": "operator"},
+            "generate_refresh_token": True,
+        },
+    )
+
+
+async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignore[type-arg]
+    status, pair = await issue_pair(s, tenant, username)
+    assert status == 200, pair
+    return pair
+
+
+async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
+
+
 async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
     tessera_env: dict[str, str],
 ) -> None:
@@ -35,24 +62,10 @@ async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
             status, body = await create(s, tenant, "ann", kind=kind, name="n")
             assert status == 200
             values.append(body["value"])
-        status, pair = await s.call(
-            "POST",
-            "issuer",
-            "/internal/jwt",
-            json={
-                "tenant": tenant,
-                "username": "ann",
-                "account_type": "user",
-                "minter": {"kind": "operator"},
-                "generate_refresh_token": True,
-            },
-        )
-        assert status == 200
+        pair = await _pair(s, tenant, "ann")
         refresh = pair["refresh_token"]["refresh_token"]
         values += [pair["access_token"]["access_token"], refresh]
-        status, renewed = await s.call(
-            "POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": refresh}
-        )
+        status, renewed = await _refresh(s, refresh)
         assert status == 200
         values += [
             renewed["access_token"]["access_token"],
@@ -83,6 +96,22 @@ async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
             "GET", "issuer", f"/internal/tokens?tenant={tenant}&subject=bo&limit=100"
         )
         assert len(listing["tokens"]) == 5
+
+
+async def test_a_jobmanager_identity_and_the_user_of_that_name_have_separate_quotas(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_services(tessera_env) as s:
+        tenant = await s.tenant(quota=2)
+        for _ in range(2):
+            assert (await create(s, tenant, "ann", kind="jobmanager"))[0] == 200
+        # The identity "ann" is at its quota; the user "ann" is not touched by it.
+        status, body = await create(s, tenant, "ann", kind="jobmanager")
+        assert (status, body["error"]) == (409, "quota_exceeded")
+        for kind in ("databricks", "opaque"):
+            assert (await create(s, tenant, "ann", kind=kind))[0] == 200
+        status, body = await create(s, tenant, "ann", kind="databricks")
+        assert (status, body["error"]) == (409, "quota_exceeded")
 
 
 async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str]) -> None:
@@ -129,21 +158,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
             for owner in owners
             for i in range(5)
         ]
-        jwts = [
-            s.call(
-                "POST",
-                "issuer",
-                "/internal/jwt",
-                json={
-                    "tenant": tenant,
-                    "username": owner,
-                    "account_type": "user",
-                    "minter": {"kind": "operator"},
-                    "generate_refresh_token": True,
-                },
-            )
-            for owner in owners
-        ]
+        jwts = [issue_pair(s, tenant, owner) for owner in owners]
         results = await asyncio.gather(*opaque, *jwts)
         made, pairs = results[: len(opaque)], results[len(opaque) :]
         callers = [owner for owner in owners for _ in range(5)]
@@ -173,27 +188,6 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
         await conn.close()
         assert len(audit) == 3 * len(owners)
         assert all(row["request_id"].startswith(f"req-{row['subject']}-") for row in audit)
-
-
-async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignore[type-arg]
-    status, pair = await s.call(
-        "POST",
-        "issuer",
-        "/internal/jwt",
-        json={
-            "tenant": tenant,
-            "username": username,
-            "account_type": "user",
-            "minter": {"kind": "operator"},
-            "generate_refresh_token": True,
-        },
-    )
-    assert status == 200, pair
-    return pair  # type: ignore[no-any-return]
-
-
-async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
 
 
 async def _family_in_feed(s: Services, family: set[str]) -> None:

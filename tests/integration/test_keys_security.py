@@ -177,7 +177,7 @@ async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(tessera_env: dict[s
             (
                 "POST",
                 sign,
-                {"data": b'{"claims": "' + b"x" * (1024 * 1024 + 1) + b'"}'},
+                {"data": b'{"claims": "' + b"x" * (1024 * 1024 + 1) + b'"}'},  # over 1 MiB
                 413,
                 "payload_too_large",
             ),

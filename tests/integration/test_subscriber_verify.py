@@ -289,7 +289,7 @@ async def test_revoked_key_refuses_its_tokens_at_once(stack: Services) -> None:
 
         # From the key.revoked event, not the max-age (300 s).
         deadline = time.monotonic() + 5
-        while await refusal(sub, doomed) != "unknown_kid":
+        while await refusal(sub, doomed) != "key_revoked":
             assert time.monotonic() < deadline, "revoked key still verifies"
             await _pause()
         # Other keys keep working; a new token makes the subscriber read the JWKS again.
@@ -300,7 +300,7 @@ async def test_revoked_key_refuses_its_tokens_at_once(stack: Services) -> None:
         # it signed that this subscriber never saw is refused too.
         status, jwks = await stack.call("GET", "keys", f"/internal/tenants/{tenant}/jwks")
         assert status == 200 and doomed_kid in {k["kid"] for k in jwks["keys"]}
-        assert await refusal(sub, unseen) == "unknown_kid"
+        assert await refusal(sub, unseen) == "key_revoked"  # not "unknown": it is revoked
 
 
 async def test_tenant_and_kid_never_reach_the_url(

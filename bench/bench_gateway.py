@@ -60,12 +60,15 @@ async def load(
     return rate
 
 
-async def run(args: argparse.Namespace) -> None:
-    async with dev_stack() as env:
-        gateway = env["TESSERA_GATEWAY_URL"]
+class Workload:
+    """One stack's benchmark users and the calls the figures time: ``concurrency`` users, each
+    with a Databricks PAT and a Tapis JWT of tenant ``bench``."""
+
+    def __init__(self, env: dict[str, str], concurrency: int) -> None:
+        self.gateway = env["TESSERA_GATEWAY_URL"]
         cli(env, "tenant", "create", "bench", "--token-quota", "1000000")
-        users = [f"u{n}" for n in range(args.concurrency)]
-        dapi = [
+        self.users = [f"u{n}" for n in range(concurrency)]
+        self.dapi = [
             cli(
                 env,
                 "token",
@@ -77,66 +80,79 @@ async def run(args: argparse.Namespace) -> None:
                 "--dialect",
                 "databricks",
             )
-            for u in users
+            for u in self.users
         ]
-        jwts = [
+        self.jwts = [
             cli(env, "token", "create", "--tenant", "bench", "--subject", u, "--dialect", "tapis")
-            for u in users
+            for u in self.users
         ]
+
+    async def fill(self, list_size: int) -> None:
+        """Give every user ``list_size`` tokens to list."""
+        async with aiohttp.ClientSession() as session:
+            for n in range(len(self.users)):
+                for _ in range(list_size - 1):
+                    await self.databricks_create(session, n)
+
+    async def databricks_create(self, session: aiohttp.ClientSession, n: int) -> None:
+        async with session.post(
+            f"{self.gateway}/api/2.0/token/create",
+            json={"comment": "bench", "lifetime_seconds": 3600},
+            headers={"Authorization": f"Bearer {self.dapi[n]}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            await resp.read()
+
+    def tapis_create(
+        self, refresh: bool
+    ) -> Callable[[aiohttp.ClientSession, int], Awaitable[None]]:
+        async def call(session: aiohttp.ClientSession, n: int) -> None:
+            body = {
+                "account_type": "user",
+                "token_tenant_id": "bench",
+                "token_username": self.users[n],
+                "generate_refresh_token": refresh,
+            }
+            async with session.post(
+                f"{self.gateway}/v3/tokens", json=body, headers={"X-Tapis-Token": self.jwts[n]}
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+
+        return call
+
+    async def databricks_list(self, session: aiohttp.ClientSession, n: int) -> None:
+        async with session.get(
+            f"{self.gateway}/api/2.0/token/list",
+            headers={"Authorization": f"Bearer {self.dapi[n]}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            await resp.read()
+
+
+async def run(args: argparse.Namespace) -> None:
+    async with dev_stack() as env:
+        work = Workload(env, args.concurrency)
         raw = jwt_figures(min(args.seconds, 3.0))["pyjwt_rs256_sign"]
         print(
             f"stack: tessera dev (5 processes), load: this process, concurrency {args.concurrency}"
         )
         print(f"{'raw PyJWT RS256 sign (one core)':<46}{raw:>10,.0f}/s")
-
-        async def databricks_create(session: aiohttp.ClientSession, n: int) -> None:
-            async with session.post(
-                f"{gateway}/api/2.0/token/create",
-                json={"comment": "bench", "lifetime_seconds": 3600},
-                headers={"Authorization": f"Bearer {dapi[n]}"},
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-                await resp.read()
-
-        def tapis_create(refresh: bool) -> Callable[[aiohttp.ClientSession, int], Awaitable[None]]:
-            async def call(session: aiohttp.ClientSession, n: int) -> None:
-                body = {
-                    "account_type": "user",
-                    "token_tenant_id": "bench",
-                    "token_username": users[n],
-                    "generate_refresh_token": refresh,
-                }
-                async with session.post(
-                    f"{gateway}/v3/tokens", json=body, headers={"X-Tapis-Token": jwts[n]}
-                ) as resp:
-                    assert resp.status == 200, await resp.text()
-                    await resp.read()
-
-            return call
-
-        async def databricks_list(session: aiohttp.ClientSession, n: int) -> None:
-            async with session.get(
-                f"{gateway}/api/2.0/token/list", headers={"Authorization": f"Bearer {dapi[n]}"}
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-                await resp.read()
-
-        async with aiohttp.ClientSession() as session:
-            for n in range(args.concurrency):
-                for _ in range(args.list_size - 1):
-                    await databricks_create(session, n)
+        await work.fill(args.list_size)
         rate = await load(
             f"authenticated Databricks lists ({args.list_size} tokens)",
-            databricks_list,
+            work.databricks_list,
             args.seconds,
             args.concurrency,
         )
         result("authenticated Databricks lists via gateway", rate, "/s", None)
-        rate = await load("Databricks creates", databricks_create, args.seconds, args.concurrency)
+        rate = await load(
+            "Databricks creates", work.databricks_create, args.seconds, args.concurrency
+        )
         result("Databricks creates via gateway (c=32)", rate, "/s", "asyncpg_insert")
         rate = await load(
             "Tapis create_token, access + refresh (2 sigs)",
-            tapis_create(True),
+            work.tapis_create(True),
             args.seconds,
             args.concurrency,
         )
@@ -144,7 +160,7 @@ async def run(args: argparse.Namespace) -> None:
         result("Tapis create_token with refresh (2 RS256 sigs)", rate, "/s", "pyjwt_rs256_sign")
         rate = await load(
             "Tapis create_token, access only (1 sig)",
-            tapis_create(False),
+            work.tapis_create(False),
             args.seconds,
             args.concurrency,
         )

@@ -31,22 +31,31 @@ def free_port_block(count: int) -> int:
         return base
 
 
+# Which checkout (and its Python) a stack runs from: this one unless a benchmark compares
+# against another (bench_internal_tls's baseline).
+STACK_ROOT = "TESSERA_BENCH_ROOT"
+STACK_PYTHON = "TESSERA_BENCH_PYTHON"
+
+
 def cli(env: dict[str, str], *args: str) -> str:
     """Run a ``tessera`` command against the stack; its stdout."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [env.get(STACK_PYTHON, sys.executable), "-m", "services.cli", *args],
         env=env,
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=env.get(STACK_ROOT, str(ROOT)),
     ).stdout.strip()
 
 
 @asynccontextmanager
-async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
+async def dev_stack(
+    root: Path = ROOT, python: str = sys.executable, tls: bool = True, **settings: str
+) -> AsyncIterator[dict[str, str]]:
     """Start ``tessera dev`` on free ports with a random database prefix and broker names;
-    yields its environment (``TESSERA_<SERVICE>_URL`` included)."""
+    yields its environment (``TESSERA_<SERVICE>_URL`` included). ``root``/``python`` run another
+    checkout's stack, ``tls=False`` one from before the internal plane was mutual TLS."""
     run_id = secrets.token_hex(4)
     port = free_port_block(8)  # the APIs, then the ops listeners
     env = dict(os.environ)
@@ -66,6 +75,7 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
         TESSERA_RATE_LIMIT_PRINCIPAL="0",
         TESSERA_RATE_LIMIT_TENANT="0",
     )
+    env[STACK_ROOT], env[STACK_PYTHON] = str(root), python
     env.update(settings)
     # The internal plane is mutual TLS: a PKI of the benchmark's own (operator commands present
     # its operator certificate).
@@ -73,14 +83,14 @@ async def dev_stack(**settings: str) -> AsyncIterator[dict[str, str]]:
     init_pki(pki)
     env["TESSERA_TLS_DIR"] = str(pki)
     for i, name in enumerate(("gateway", "issuer", "revocation", "keys")):
-        scheme = "http" if name == "gateway" else "https"
+        scheme = "https" if tls and name != "gateway" else "http"
         env[f"TESSERA_{name.upper()}_URL"] = f"{scheme}://127.0.0.1:{port + i}"
     stack = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "dev", "--port", str(port)],
+        [python, "-m", "services.cli", "dev", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        cwd=ROOT,
+        cwd=root,
         text=True,
     )
     try:

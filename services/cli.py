@@ -20,6 +20,7 @@ from shared.settings import (
     SERVICES,
     ConfigError,
     get_log_level,
+    get_secret,
     service_database_url,
 )
 
@@ -55,17 +56,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def migrate_all(env: Any, services: Sequence[str]) -> list[str]:
-    """Apply every pending migration of the given services, each to its own database."""
+async def migrate_all(env: Any, services: Sequence[str], admin_url: str | None = None) -> list[str]:
+    """Apply every pending migration of the given services, each to its own database. With
+    ``admin_url``, first give each service its own role and database (``shared.dbroles``), and
+    migrate as that role."""
     import asyncpg
 
     from shared.db import describe_database, migrate
+    from shared.dbroles import provision
     from shared.service import fail
 
     applied = []
     for service in services:
         url = service_database_url(env, service)
         try:
+            if admin_url:
+                await provision(admin_url, url)
             applied += await migrate(url, migration_components(service))
         except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
             fail(
@@ -80,7 +86,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     services = [args.service] if args.service else list(DATABASE_SERVICES)
     # JSON lines like every service's: "migration applied" per file, then one summary.
     configure_logging("migrate", get_log_level(os.environ))
-    applied = asyncio.run(migrate_all(os.environ, services))
+    admin_url = args.admin_url or get_secret(
+        os.environ, "TESSERA_DATABASE_ADMIN_URL", required=False
+    )
+    applied = asyncio.run(migrate_all(os.environ, services, admin_url or None))
     get_logger("tessera.migrate").info(
         "migrations up to date", services=services, applied=len(applied)
     )
@@ -103,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--service", choices=DATABASE_SERVICES)
+    migrate.add_argument(
+        "--admin-url",
+        metavar="URL",
+        help="a PostgreSQL URL allowed to create roles and databases: give each service its"
+        " own role (the user of its TESSERA_<SERVICE>_DATABASE_URL) owning only its database"
+        " (default: TESSERA_DATABASE_ADMIN_URL)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     dev = sub.add_parser("dev", help="run migrations and all four services on this machine")

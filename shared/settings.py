@@ -151,11 +151,14 @@ def service_database_url(env: Env, service: str) -> str:
 
     ``TESSERA_DATABASE_URL`` names the server; each service uses the database
     ``<TESSERA_DATABASE_PREFIX>_<service>`` on it (``tessera_keys`` by default), unless
-    ``TESSERA_<SERVICE>_DATABASE_URL`` names another one.
+    ``TESSERA_<SERVICE>_DATABASE_URL`` (or ``…_FILE``) names another one, usually as the
+    service's own role (``tessera migrate --admin-url`` provisions it).
     """
     own = f"TESSERA_{service.upper()}_DATABASE_URL"
-    if env.get(own, "").strip():
-        return _check_url(own, env[own].strip(), ("postgresql", "postgres"))
+    # Its own URL names its own role and may carry that role's password: a mounted file too.
+    own_url = get_secret(env, own, required=False)
+    if own_url:
+        return _check_url(own, own_url, ("postgresql", "postgres"))
     base = _check_url(
         "TESSERA_DATABASE_URL", require(env, "TESSERA_DATABASE_URL"), ("postgresql", "postgres")
     )

@@ -53,14 +53,16 @@ class AddressMap:
         if userinfo:
             self.credentials[inside] = userinfo
 
-    def url(self, value: str, default_port: int) -> str:
-        """Rewrite one URL whose host:port is mapped; raise if it names an unknown endpoint."""
+    def url(self, value: str, default_port: int, *, own_user: bool = False) -> str:
+        """Rewrite one URL whose host:port is mapped; raise if it names an unknown endpoint.
+        The endpoint's credentials replace the URL's, unless ``own_user`` (a service's own
+        role, which exists on this machine's server too once migrate has made it)."""
         parts = urlsplit(value)
         key = (parts.hostname or "", parts.port or default_port)
         if key not in self.endpoints:
             raise KeyError(f"{value!r} names {key[0]}:{key[1]}, which the deployment does not run")
         host, port = self.endpoints[key]
-        userinfo = self.credentials.get(key)
+        userinfo = None if own_user else self.credentials.get(key)
         if userinfo is None and "@" in parts.netloc:
             userinfo = parts.netloc.rsplit("@", 1)[0]
         netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"

@@ -357,7 +357,7 @@ async def declare_topology(
         names.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
     dead = await channel.declare_queue(
-        names.dead_letter_queue, durable=True, arguments=QUORUM_QUEUE
+        names.dead_letter_queue, durable=True, arguments=names.durable_arguments()
     )
     await dead.bind(dlx, "#")
     return exchange

@@ -19,7 +19,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter
 
-from shared.bus.amqp import QUORUM_QUEUE, Broker
+from shared.bus.amqp import Broker
 from shared.bus.envelope import Envelope, EnvelopeError
 from shared.db import DATABASE_UNAVAILABLE
 from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
@@ -75,7 +75,10 @@ class Consumer:
         queue = await channel.declare_queue(
             names.durable_queue(self.name),
             durable=True,
-            arguments={**QUORUM_QUEUE, "x-dead-letter-exchange": names.dead_letter_exchange},
+            arguments={
+                **names.durable_arguments(),
+                "x-dead-letter-exchange": names.dead_letter_exchange,
+            },
         )
         for routing_key in self._handlers:
             await queue.bind(exchange, routing_key)

@@ -10,7 +10,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared.bus.amqp import QUORUM_QUEUE, Broker
+from shared.bus.amqp import Broker
 from shared.bus.consumer import Consumer
 from shared.bus.envelope import Envelope
 from shared.db import create_pool
@@ -75,7 +75,7 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
 
         # Both bad messages end in the dead-letter queue instead of looping.
         dead = await channel.declare_queue(
-            names.dead_letter_queue, durable=True, arguments=QUORUM_QUEUE
+            names.dead_letter_queue, durable=True, arguments=names.durable_arguments()
         )
         dead_bodies: list[bytes] = []
         async with asyncio.timeout(15):
@@ -94,7 +94,10 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
         main = await channel.declare_queue(
             names.durable_queue("test.on_thing"),
             durable=True,
-            arguments={**QUORUM_QUEUE, "x-dead-letter-exchange": names.dead_letter_exchange},
+            arguments={
+                **names.durable_arguments(),
+                "x-dead-letter-exchange": names.dead_letter_exchange,
+            },
         )
         assert main.declaration_result.message_count == 0
         # Both durable queues are quorum queues: RabbitMQ refuses to see them as classic ones.

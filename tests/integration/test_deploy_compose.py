@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -84,6 +84,9 @@ def dotenv(tessera_env: dict[str, str], prefix: str) -> dict[str, str]:
         TESSERA_TOKEN_PEPPER=tessera_env["TESSERA_TOKEN_PEPPER"],
         # Credentials of the compose-run servers; this machine's own replace them below.
         POSTGRES_PASSWORD="compose-postgres-password",
+        TESSERA_KEYS_DB_PASSWORD="compose-keys-password",
+        TESSERA_ISSUER_DB_PASSWORD="compose-issuer-password",
+        TESSERA_REVOCATION_DB_PASSWORD="compose-revocation-password",
         RABBITMQ_PASSWORD="compose-rabbitmq-password",
         TESSERA_DATABASE_PREFIX=prefix,
     )
@@ -131,12 +134,14 @@ def translate(
     if out.get("TESSERA_TLS_DIR") == PKI_MOUNT:
         out["TESSERA_TLS_DIR"] = pki_dir
     for key, value in env.items():
-        if key in ("TESSERA_DATABASE_URL", "TESSERA_AMQP_URL") or (
+        if key in ("TESSERA_DATABASE_ADMIN_URL", "TESSERA_AMQP_URL") or (
             key.endswith("_URL")
             and key.removeprefix("TESSERA_").removesuffix("_URL").lower() in TESSERA
         ):
-            default = {"TESSERA_DATABASE_URL": 5432, "TESSERA_AMQP_URL": 5672}.get(key, 80)
+            default = {"TESSERA_DATABASE_ADMIN_URL": 5432, "TESSERA_AMQP_URL": 5672}.get(key, 80)
             out[key] = addresses.url(value, default)
+        elif key.endswith("_DATABASE_URL"):  # a service's own role: keep its user
+            out[key] = addresses.url(value, 5432, own_user=True)
     for name in TESSERA:
         if f"TESSERA_{name.upper()}_PORT" in out:
             out[f"TESSERA_{name.upper()}_PORT"] = str(ports[name])
@@ -218,12 +223,19 @@ def postgres_healthy(service: dict[str, Any], infra: Infra) -> bool:
 
 
 def drop_databases(env: dict[str, str]) -> None:
+    """Drop the services' databases and then their roles, as the admin (migrate's env)."""
     from shared.db import drop_database
+    from shared.dbroles import drop_role
+
+    admin = env["TESSERA_DATABASE_ADMIN_URL"]
 
     async def drop() -> None:
         for service in DATABASE_SERVICES:
+            own = urlsplit(service_database_url(env, service))
             with contextlib.suppress(Exception):
-                await drop_database(service_database_url(env, service))
+                await drop_database(urlunsplit(urlsplit(admin)._replace(path=own.path)))
+            with contextlib.suppress(Exception):
+                await drop_role(admin, own.username or "")
 
     asyncio.run(drop())
 
@@ -300,6 +312,38 @@ def test_init_script_creates_exactly_the_databases_each_service_uses(
 
     expected = {urlsplit(service_database_url(env, s)).path[1:] for s in DATABASE_SERVICES}
     assert asyncio.run(names()) == expected
+
+
+def test_each_service_connects_as_its_own_role_and_only_migrate_holds_the_admin(
+    compose_run: ComposeRun,
+) -> None:
+    import asyncpg
+
+    admin = compose_run.envs["migrate"]["TESSERA_DATABASE_ADMIN_URL"]
+    for name in TESSERA:
+        env = compose_run.envs[name]
+        assert "TESSERA_DATABASE_ADMIN_URL" not in env and "TESSERA_DATABASE_URL" not in env
+        own = {key for key in env if key.endswith("_DATABASE_URL")}
+        assert own == ({f"TESSERA_{name.upper()}_DATABASE_URL"} if name != "gateway" else set())
+
+    async def owners() -> dict[str, str]:
+        conn = await asyncpg.connect(admin)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname, pg_get_userbyid(datdba) AS owner FROM pg_database"
+                " WHERE datname LIKE $1",
+                compose_run.envs["migrate"]["TESSERA_DATABASE_PREFIX"] + "\\_%",
+            )
+        finally:
+            await conn.close()
+        return {row["datname"]: row["owner"] for row in rows}
+
+    # Each database is owned by the role of the same name, which the service connects as.
+    found = asyncio.run(owners())
+    assert found and all(database == owner for database, owner in found.items()), found
+    for service in DATABASE_SERVICES:
+        url = urlsplit(service_database_url(compose_run.envs[service], service))
+        assert url.username == url.path[1:], url.username
 
 
 def test_every_service_is_healthy_and_ready_on_the_port_the_file_gives_it(

@@ -57,3 +57,11 @@ async def test_each_connection_attempt_goes_to_the_next_node_and_none_shows_a_pa
         "127.0.0.1:19/prod",
     ]
     await connection.close()
+
+
+def test_durable_queues_expire_only_when_a_run_asks() -> None:
+    from shared.settings import AmqpNames
+
+    assert AmqpNames.from_env({}).durable_arguments() == {"x-queue-type": "quorum"}
+    names = AmqpNames.from_env({"TESSERA_AMQP_QUEUE_EXPIRES_SECONDS": "900"})
+    assert names.durable_arguments() == {"x-queue-type": "quorum", "x-expires": 900_000}

@@ -139,3 +139,26 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = 30) -> N
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{what} not true after {timeout:.0f}s")
+
+
+def drop_service_databases(env: dict[str, str]) -> None:
+    """Drop the services' databases, then their own roles, as the admin of a migrate
+    environment (``TESSERA_DATABASE_ADMIN_URL``); each step even when an earlier one failed."""
+    import asyncio
+
+    from shared.db import drop_database
+    from shared.dbroles import drop_role
+    from shared.settings import DATABASE_SERVICES, service_database_url
+
+    admin = env["TESSERA_DATABASE_ADMIN_URL"]
+
+    async def drop() -> None:
+        for service in DATABASE_SERVICES:
+            own = urlsplit(service_database_url(env, service))
+            with contextlib.suppress(Exception):
+                await drop_database(urlunsplit(urlsplit(admin)._replace(path=own.path)))
+            if own.username:
+                with contextlib.suppress(Exception):
+                    await drop_role(admin, own.username)
+
+    asyncio.run(drop())

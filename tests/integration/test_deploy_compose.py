@@ -13,7 +13,6 @@ goes through create -> use -> revoke via the published gateway port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import secrets
@@ -25,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -33,6 +32,7 @@ from deploy.local import (
     AddressMap,
     Running,
     base_environment,
+    drop_service_databases,
     http_get,
     run,
     start,
@@ -222,24 +222,6 @@ def postgres_healthy(service: dict[str, Any], infra: Infra) -> bool:
     return subprocess.run(["sh", "-c", command], env=env, timeout=30).returncode == 0
 
 
-def drop_databases(env: dict[str, str]) -> None:
-    """Drop the services' databases and then their roles, as the admin (migrate's env)."""
-    from shared.db import drop_database
-    from shared.dbroles import drop_role
-
-    admin = env["TESSERA_DATABASE_ADMIN_URL"]
-
-    async def drop() -> None:
-        for service in DATABASE_SERVICES:
-            own = urlsplit(service_database_url(env, service))
-            with contextlib.suppress(Exception):
-                await drop_database(urlunsplit(urlsplit(admin)._replace(path=own.path)))
-            with contextlib.suppress(Exception):
-                await drop_role(admin, own.username or "")
-
-    asyncio.run(drop())
-
-
 @pytest.fixture(scope="module")
 def compose_run(
     tessera_env: dict[str, str],
@@ -287,7 +269,7 @@ def compose_run(
         yield result
     finally:
         stop(list(result.running.values()))
-        drop_databases(envs["migrate"])
+        drop_service_databases(envs["migrate"])
 
 
 def test_init_script_creates_exactly_the_databases_each_service_uses(

@@ -11,8 +11,6 @@ then every probe path of every Deployment, and its Prometheus annotation, is cal
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from deploy.local import (
     AddressMap,
     Running,
     base_environment,
+    drop_service_databases,
     http_get,
     run,
     start,
@@ -33,7 +32,7 @@ from deploy.local import (
     wait_until,
 )
 from deploy.render import K8S_BASE, render_kustomization
-from shared.settings import DATABASE_SERVICES, service_database_url
+from shared.settings import DATABASE_SERVICES
 from tests.conftest import Infra, free_port_block
 
 pytestmark = pytest.mark.integration
@@ -73,7 +72,7 @@ def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, dict[str, An
     return {r["metadata"]["name"]: r for r in rendered if r["kind"] == kind}
 
 
-def filled_secret(tessera_env: dict[str, str]) -> dict[str, str]:
+def filled_secret(tessera_env: dict[str, str], prefix: str) -> dict[str, str]:
     """secret.example.yaml with its placeholders replaced, as the operator is told to."""
     (template,) = [
         d for d in yaml.safe_load_all((K8S_BASE / "secret.example.yaml").read_text()) if d
@@ -82,7 +81,13 @@ def filled_secret(tessera_env: dict[str, str]) -> dict[str, str]:
     assert all("CHANGE-ME" in value for value in data.values())
     data["kek"] = tessera_env["TESSERA_KEK"]
     data["token-pepper"] = tessera_env["TESSERA_TOKEN_PEPPER"]
-    # database-url and amqp-url keep their form; AddressMap points them at this machine.
+    # Each service's role and database, named under this run's prefix as the operator names
+    # them under theirs; the admin and amqp URLs keep their form (AddressMap points them here).
+    for service in DATABASE_SERVICES:
+        name = f"{prefix}_{service}"
+        data[f"{service}-database-url"] = (
+            f"postgresql://{name}:{service}-password@postgres:5432/{name}"
+        )
     return data
 
 
@@ -174,8 +179,10 @@ def translate(
 ) -> dict[str, str]:
     out = dict(env)
     for key, value in env.items():
-        if key == "TESSERA_DATABASE_URL":
+        if key == "TESSERA_DATABASE_ADMIN_URL":
             out[key] = addresses.url(value, 5432)
+        elif key.endswith("_DATABASE_URL"):  # a service's own role: keep its user
+            out[key] = addresses.url(value, 5432, own_user=True)
         elif key == "TESSERA_AMQP_URL":
             out[key] = addresses.url(value, 5672)
         elif (
@@ -191,17 +198,6 @@ def translate(
     return {**base_environment(), **out, **isolation}
 
 
-def drop_databases(env: dict[str, str]) -> None:
-    from shared.db import drop_database
-
-    async def drop() -> None:
-        for service in DATABASE_SERVICES:
-            with contextlib.suppress(Exception):
-                await drop_database(service_database_url(env, service))
-
-    asyncio.run(drop())
-
-
 @pytest.fixture(scope="module")
 def pods(
     tessera_env: dict[str, str],
@@ -211,7 +207,6 @@ def pods(
 ) -> Iterator[dict[str, Pod]]:
     rendered = render_kustomization()
     config = by_kind(rendered, "ConfigMap")
-    secret = filled_secret(tessera_env)
     base = free_port_block(8)
     ports = {name: base + i for i, name in enumerate(TESSERA)}
     ports.update({f"{name}-ops": base + 4 + i for i, name in enumerate(TESSERA)})
@@ -223,6 +218,7 @@ def pods(
         "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.k8s",
         "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}k8s.",
     }
+    secret = filled_secret(tessera_env, isolation["TESSERA_DATABASE_PREFIX"])
     secret_dir = tmp_path_factory.mktemp("k8s-secrets")
     log_dir = tmp_path_factory.mktemp("k8s-logs")
 
@@ -272,7 +268,7 @@ def pods(
         yield result
     finally:
         stop([pod.running for pod in result.values() if pod.running])
-        drop_databases(job_env)
+        drop_service_databases(job_env)
 
 
 def test_every_probe_path_answers_on_its_container_port(pods: dict[str, Pod]) -> None:

@@ -40,7 +40,15 @@ TESSERA_SERVICES = ("gateway", "issuer", "revocation", "keys")
 # The oldest Kubernetes still commonly run, and the newest that kubernetes-validate knows.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 K8S_VERSION = K8S_VERSIONS[0]
-SECRETS = ("TESSERA_KEK", "TESSERA_TOKEN_PEPPER", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
+SECRETS = (
+    "TESSERA_KEK",
+    "TESSERA_TOKEN_PEPPER",
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "TESSERA_KEYS_DB_PASSWORD",
+    "TESSERA_ISSUER_DB_PASSWORD",
+    "TESSERA_REVOCATION_DB_PASSWORD",
+)
 
 
 def filled_env() -> dict[str, str]:
@@ -388,8 +396,12 @@ def test_every_required_setting_reaches_the_services_that_need_it() -> None:
         in_k8s = set(config) | {var["name"] for var in container["env"]}
         needed = {"TESSERA_AMQP_URL", "TESSERA_PUBLIC_URL"}
         if name != "gateway":
-            needed |= {"TESSERA_DATABASE_URL"}
+            needed |= {f"TESSERA_{name.upper()}_DATABASE_URL"}
         assert needed <= in_compose, (name, needed - in_compose)
         assert needed <= in_k8s, (name, needed - in_k8s)
+        # Its own database role only: never the admin's, never another service's.
+        for found in (in_compose, in_k8s):
+            urls = {var for var in found if "DATABASE" in var and var.endswith("_URL")}
+            assert urls == needed - {"TESSERA_AMQP_URL", "TESSERA_PUBLIC_URL"}, (name, urls)
     assert "TESSERA_KEK" in compose["keys"]["environment"]
     assert "TESSERA_TOKEN_PEPPER" in compose["issuer"]["environment"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib.resources import files
 from typing import Any
 
@@ -75,3 +76,43 @@ def test_every_ref_resolves_inside_the_document() -> None:
     for ref in refs:
         assert ref.startswith("#/components/schemas/"), ref
         assert ref.removeprefix("#/components/schemas/") in document["components"]["schemas"], ref
+
+
+# Routes the gateway serves that the document leaves out on purpose.
+UNDOCUMENTED = {
+    # The probes and the scrape every service answers (shared.http.add_ops_routes): they are
+    # for the orchestrator and Prometheus, the same on every service, not part of any API.
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    # The operators' view of the backends, not an API for clients.
+    ("GET", "/internal/status"),
+}
+
+
+def _template(path: str) -> str:
+    # aiohttp names a placeholder for its handler ({key}), the document for its clients ({id}).
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def _routes(app: web.Application) -> set[tuple[str, str]]:
+    routes = {(route.method, route.resource.canonical) for route in app.router.routes()}
+    # add_get answers HEAD too; such a HEAD is described by its GET.
+    return {
+        (method, _template(path))
+        for method, path in routes
+        if method != "HEAD" or ("GET", path) not in routes
+    }
+
+
+def test_document_describes_exactly_the_routes_the_gateway_serves() -> None:
+    described = {
+        (method.upper(), _template(path))
+        for path, operations in openapi()["paths"].items()
+        for method in operations
+    }
+    served = _routes(_gateway())
+    assert UNDOCUMENTED - served == set(), "allowed exceptions that are no longer routes"
+    assert served - UNDOCUMENTED - described == set(), "routes the document does not describe"
+    assert described - served == set(), "described operations the gateway does not serve"
+    assert not described & UNDOCUMENTED

@@ -125,6 +125,12 @@ def get_amqp_url(env: Env) -> str:
     return ",".join(nodes)
 
 
+def get_tenant_cache_seconds(env: Env) -> float:
+    """``TESSERA_TENANT_CACHE_SECONDS`` (default 10): how long the issuer and the gateway keep a
+    tenant's settings read from the keys service."""
+    return get_float(env, "TESSERA_TENANT_CACHE_SECONDS", 10.0)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

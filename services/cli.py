@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app, common = create_service_app(args.service, os.environ)
     configure_logging(args.service, common.log_level)
-    run_app(app, common.host, common.port)
+    run_app(app, common.host, common.port, common.limits)
     return 0
 
 

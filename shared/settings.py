@@ -7,7 +7,6 @@ so start-up can stop with one clear line. Secrets are kept out of ``repr`` and n
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,17 +59,6 @@ def get_float(env: Env, name: str, default: float, *, minimum: float = 0.0) -> f
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
-
-
-def get_bool(env: Env, name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def get_networks(env: Env, name: str, default: str) -> tuple[IPNetwork, ...]:
@@ -256,7 +244,3 @@ class CommonSettings:
             version=get_str(env, "TESSERA_VERSION", "dev"),
             limits=ServerLimits.from_env(env),
         )
-
-
-def environ() -> Env:
-    return os.environ

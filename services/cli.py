@@ -18,6 +18,7 @@ from typing import Any
 from shared.settings import (
     DATABASE_SERVICES,
     SERVICES,
+    CommonSettings,
     ConfigError,
     get_log_level,
     get_secret,
@@ -39,20 +40,22 @@ def migration_components(service: str) -> list[tuple[str, Path]]:
     return [("bus", BUS_MIGRATIONS), (service, SERVICES_DIR / service / "migrations")]
 
 
-def create_service_app(service: str, env: Any) -> Any:
-    """Build one service's app from the environment."""
+def create_service_app(service: str, env: Any) -> tuple[Any, CommonSettings]:
+    """Build one service's app from the environment: (app, the settings every service has)."""
     module = importlib.import_module(f"services.{service}.app")
     settings_module = importlib.import_module(f"services.{service}.settings")
-    return module.create_app(settings_module.Settings.from_env(env))
+    settings = settings_module.Settings.from_env(env)
+    common: CommonSettings = settings.common
+    return module.create_app(settings), common
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from shared.logging import configure_logging
     from shared.service import run_app
 
-    app = create_service_app(args.service, os.environ)
-    configure_logging(args.service, get_log_level(os.environ))
-    run_app(app)
+    app, common = create_service_app(args.service, os.environ)
+    configure_logging(args.service, common.log_level)
+    run_app(app, common)
     return 0
 
 

@@ -172,10 +172,10 @@ async def _serve(app: web.Application, common: CommonSettings) -> None:
     await runner.cleanup()
 
 
-def run_app(app: web.Application) -> None:
-    """Serve the API and the ops listener until SIGINT/SIGTERM; start-up failures exit with
-    one clear line."""
+def run_app(app: web.Application, common: CommonSettings) -> None:
+    """Serve the API and the ops listener of ``common`` (host, ports, limits) until
+    SIGINT/SIGTERM; start-up failures exit with one clear line."""
     with contextlib.suppress(KeyboardInterrupt):
         # uvloop: the same asyncio API with libuv's C event loop underneath; measured 6-9%
         # more throughput through the whole stack (bench/bench_gateway.py).
-        uvloop.run(_serve(app, app[COMMON]))
+        uvloop.run(_serve(app, common))

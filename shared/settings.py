@@ -7,7 +7,6 @@ so start-up can stop with one clear line. Secrets are kept out of ``repr`` and n
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,17 +69,6 @@ def get_float(env: Env, name: str, default: float, *, minimum: float = 0.0) -> f
     return value
 
 
-def get_bool(env: Env, name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
 def get_networks(env: Env, name: str, default: str) -> tuple[IPNetwork, ...]:
     raw = env.get(name, "").strip() or default
     try:
@@ -131,6 +119,12 @@ def get_amqp_url(env: Env) -> str:
     for node in nodes:
         _check_url("TESSERA_AMQP_URL", node, ("amqp", "amqps"))
     return ",".join(nodes)
+
+
+def get_tenant_cache_seconds(env: Env) -> float:
+    """``TESSERA_TENANT_CACHE_SECONDS`` (default 10): how long the issuer and the gateway keep a
+    tenant's settings read from the keys service."""
+    return get_float(env, "TESSERA_TENANT_CACHE_SECONDS", 10.0)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -288,7 +282,3 @@ class CommonSettings:
             version=get_str(env, "TESSERA_VERSION", "dev"),
             limits=ServerLimits.from_env(env),
         )
-
-
-def environ() -> Env:
-    return os.environ

@@ -12,6 +12,7 @@ from shared.settings import (
     get_int,
     get_networks,
     get_str,
+    get_tenant_cache_seconds,
     service_url,
 )
 
@@ -58,7 +59,7 @@ class Settings:
                 env, "TESSERA_DATABRICKS_LIFETIME", 2 * 365 * 86400, minimum=1
             ),
             opaque_cache_seconds=get_float(env, "TESSERA_AUTH_CACHE_SECONDS", 5.0),
-            tenant_cache_seconds=get_float(env, "TESSERA_TENANT_CACHE_SECONDS", 10.0),
+            tenant_cache_seconds=get_tenant_cache_seconds(env),
             unknown_tenant_cache_seconds=get_float(
                 env, "TESSERA_UNKNOWN_TENANT_CACHE_SECONDS", 3.0
             ),

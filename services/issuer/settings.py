@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.settings import CommonSettings, ConfigError, Env, get_int, get_secret, service_url
+from shared.settings import (
+    CommonSettings,
+    ConfigError,
+    Env,
+    get_int,
+    get_secret,
+    get_tenant_cache_seconds,
+    service_url,
+)
 from shared.tokens import Pepper
 
 
@@ -14,7 +22,7 @@ class Settings:
     pepper: Pepper = field(repr=False)
     keys_url: str
     refresh_grace_seconds: int
-    tenant_cache_seconds: int
+    tenant_cache_seconds: float
 
     @classmethod
     def from_env(cls, env: Env) -> Settings:
@@ -27,5 +35,5 @@ class Settings:
             pepper=pepper,
             keys_url=service_url(env, "keys"),
             refresh_grace_seconds=get_int(env, "TESSERA_REFRESH_GRACE_SECONDS", 10, minimum=0),
-            tenant_cache_seconds=get_int(env, "TESSERA_TENANT_CACHE_SECONDS", 10, minimum=0),
+            tenant_cache_seconds=get_tenant_cache_seconds(env),
         )

@@ -21,7 +21,7 @@ SIGN_BATCH = 16
 
 
 class KeysClient:
-    def __init__(self, session: ClientSession, base_url: str, cache_seconds: int) -> None:
+    def __init__(self, session: ClientSession, base_url: str, cache_seconds: float) -> None:
         self._session = session
         self._base = base_url
         self._tenants: TtlCache[str, dict[str, Any]] = TtlCache(cache_seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.gateway.settings import Settings as GatewaySettings
@@ -14,6 +16,13 @@ ISSUER_ENV = {
     "TESSERA_DATABASE_URL": "postgresql://127.0.0.1:9/unused",
     "TESSERA_TOKEN_PEPPER": "p" * 32,
 }
+
+
+@pytest.fixture(autouse=True)
+def _certificates(pki_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both services need their internal certificates to build their settings."""
+    monkeypatch.setitem(GATEWAY_ENV, "TESSERA_TLS_DIR", str(pki_dir))
+    monkeypatch.setitem(ISSUER_ENV, "TESSERA_TLS_DIR", str(pki_dir))
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [("", 10.0), ("2.5", 2.5), ("0", 0.0), ("30", 30.0)])

@@ -5,13 +5,18 @@ from __future__ import annotations
 import ast
 import json
 import re
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
+from services.issuer import events as issuer_events
+from services.issuer.domain import record_json
 from services.issuer.events import HANDLERS as ISSUER_HANDLERS
+from services.keys import events as keys_events
 from services.revocation.consumers import consumers as revocation_consumers
 from shared.bus.envelope import Envelope
 from shared.bus.events import EVENTS, Event, EventError, parse_event, specs
@@ -220,3 +225,43 @@ def test_every_event_published_or_consumed_anywhere_is_a_typed_event() -> None:
     handled = {key for table in ISSUER_HANDLERS.values() for key in table}
     handled |= {key for table in revocation_consumers(lambda: None).values() for key in table}
     assert handled | set(SUBSCRIBER_KEYS) <= set(EVENTS)
+
+
+def test_publishers_write_the_payloads_they_wrote_as_dicts() -> None:
+    """The members, their order and their formatting, as before the payloads were typed (an
+    offset other than UTC is kept as the publisher gave it)."""
+    at = datetime(2026, 11, 24, 15, 16, 30, 123456, tzinfo=UTC)
+    later = datetime(2026, 11, 24, 17, 21, 30, tzinfo=timezone(timedelta(hours=2)))
+    family, token = uuid.UUID(int=7), uuid.UUID(int=9)
+    row = {
+        **{name: None for name in RECORD},
+        **{"id": token, "tenant": "acme", "subject": "alice", "kind": "jwt_refresh"},
+        **{"permissions": [], "created_at": at, "expires_at": later, "family_id": family},
+    }
+    wire = [
+        (
+            issuer_events.token_issued(row),
+            '{"token_id": "00000000-0000-0000-0000-000000000009", '
+            '"display_id": null, "subject": "alice", "kind": "jwt_refresh", '
+            '"expires_at": "2026-11-24T17:21:30+02:00", '
+            '"family_id": "00000000-0000-0000-0000-000000000007"}',
+        ),
+        (
+            issuer_events.refresh_reused(row, [row]),
+            '{"family_id": '
+            '"00000000-0000-0000-0000-000000000007", "token_id": '
+            '"00000000-0000-0000-0000-000000000009", "subject": "alice", "tokens": ['
+            + json.dumps(record_json(row))
+            + "]}",
+        ),
+        (keys_events.tenant_created("acme", "RS256"), '{"id": "acme", "alg": "RS256"}'),
+        (
+            keys_events.key_rotated("acme", "k2", "ES256", None, later),
+            '{"kid": "k2", '
+            '"alg": "ES256", "previous_kid": null, "activates_at": "2026-11-24T17:21:30+02:00"}',
+        ),
+        (keys_events.key_revoked("acme", "k1"), '{"kid": "k1"}'),
+    ]
+    for envelope, data in wire:
+        assert json.dumps(envelope.to_dict()["data"]) == data, envelope.routing_key
+        assert envelope.tenant == "acme" and envelope.seq is None

@@ -13,49 +13,41 @@ import structlog
 from services.issuer import store
 from services.issuer.domain import record_json
 from shared.bus.envelope import Envelope
+from shared.bus.events import TokenIssued, TokenRefreshReused, TokenRevoked
 
 log = structlog.get_logger("tessera.issuer")
 
 
 def token_issued(row: Any) -> Envelope:
     """``token.issued``: who got what kind of token until when; never its value."""
-    return Envelope(
-        type="token.issued",
-        source="issuer",
-        tenant=row["tenant"],
-        data={
-            "token_id": str(row["id"]),
-            "display_id": row["display_id"],
-            "subject": row["subject"],
-            "kind": row["kind"],
-            "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
-            "family_id": str(row["family_id"]) if row["family_id"] else None,
-        },
-    )
+    return TokenIssued(
+        token_id=str(row["id"]),
+        display_id=row["display_id"],
+        subject=row["subject"],
+        kind=row["kind"],
+        expires_at=row["expires_at"],
+        family_id=str(row["family_id"]) if row["family_id"] else None,
+    ).to_envelope(row["tenant"])
 
 
 def refresh_reused(row: Any, revoked: list[Any]) -> Envelope:
     """``token.refresh_reused``: a used refresh token came back, so its whole family was
     revoked here; the revocation service revokes the listed tokens for every subscriber."""
-    return Envelope(
-        type="token.refresh_reused",
-        source="issuer",
-        tenant=row["tenant"],
-        data={
-            "family_id": str(row["family_id"]),
-            "token_id": str(row["id"]),
-            "subject": row["subject"],
-            "tokens": [record_json(r) for r in revoked],
-        },
-    )
+    return TokenRefreshReused(
+        family_id=str(row["family_id"]),
+        token_id=str(row["id"]),
+        subject=row["subject"],
+        tokens=tuple(record_json(r) for r in revoked),
+    ).to_envelope(row["tenant"])
 
 
 def revoked_mark(
     tenant: str, revocation: Mapping[str, Any], default_at: datetime
 ) -> tuple[str, uuid.UUID, datetime] | None:
-    """What a revocation changes here, for :func:`store.mark_revoked`; None when it names no
-    token we could have issued. A missing or unusable ``revoked_at`` (not ISO 8601, or out of
-    PostgreSQL's range) is ``default_at``: the token is revoked either way."""
+    """What a Revocation posted by the gateway (``POST /internal/tokens/revoked``) changes here,
+    for :func:`store.mark_revoked`; None when it names no token we could have issued. A
+    missing or unusable ``revoked_at`` (not ISO 8601, or out of PostgreSQL's range) is
+    ``default_at``: the token is revoked either way."""
     try:
         token_id = uuid.UUID(str(revocation["token_id"]))
     except (KeyError, ValueError):
@@ -74,9 +66,12 @@ def revoked_mark(
 
 async def on_token_revoked(conn: asyncpg.Connection, envelope: Envelope) -> None:
     """Keep our records' revoked state current (a token we never issued is ignored)."""
-    mark = revoked_mark(envelope.tenant, envelope.data, envelope.occurred_at)
-    if mark is not None:
-        await store.mark_revoked(conn, [mark])
+    event = TokenRevoked.from_envelope(envelope)
+    try:
+        token_id = uuid.UUID(event.token_id)
+    except ValueError:
+        return  # not an id this issuer hands out
+    await store.mark_revoked(conn, [(envelope.tenant, token_id, event.revoked_at.astimezone(UTC))])
 
 
-HANDLERS = {"issuer.on_token_revoked": {"token.revoked.v1": on_token_revoked}}
+HANDLERS = {"issuer.on_token_revoked": {TokenRevoked.ROUTING_KEY: on_token_revoked}}

@@ -18,13 +18,12 @@ from services.revocation.issuer import IssuerClient
 from services.revocation.revoker import record_revocations
 from shared.bus.consumer import Handler
 from shared.bus.envelope import Envelope
+from shared.bus.events import KeyRevoked, TokenRefreshReused
 from shared.errors import Unavailable
 
 log = structlog.get_logger("tessera.revocation.consumers")
 
-KEY_REVOKED = "key.revoked.v1"
 ON_KEY_REVOKED = "revocation.on_key_revoked"
-REFRESH_REUSED = "token.refresh_reused.v1"
 ON_REFRESH_REUSED = "revocation.on_refresh_reused"
 
 
@@ -32,9 +31,7 @@ def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, H
     """``{consumer: {routing key: handler}}`` for ``shared.service.event_consumers``."""
 
     async def on_key_revoked(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        kid = envelope.data.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise ValueError("key.revoked without a kid")
+        kid = KeyRevoked.from_envelope(envelope).kid
         try:
             targets = await issuer().active(envelope.tenant, "kid", kid)
         except Unavailable as exc:
@@ -51,10 +48,8 @@ def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, H
     async def on_refresh_reused(conn: asyncpg.Connection, envelope: Envelope) -> None:
         # The issuer lists the family's tokens in the event: nothing to ask it, so the family
         # is revoked whenever this service gets the event, however long it was away.
-        records = envelope.data.get("tokens")
-        if not isinstance(records, list):
-            raise ValueError("token.refresh_reused without its tokens")
-        targets = [target_from_record(record, envelope.tenant) for record in records]
+        event = TokenRefreshReused.from_envelope(envelope)
+        targets = [target_from_record(record, envelope.tenant) for record in event.tokens]
         revocations, created = await record_revocations(
             conn,
             envelope.tenant,
@@ -66,12 +61,12 @@ def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, H
         log.warning(
             "refresh family revoked after reuse",
             tenant=envelope.tenant,
-            family_id=envelope.data.get("family_id"),
+            family_id=event.family_id,
             tokens=len(revocations),
             created=created,
         )
 
     return {
-        ON_KEY_REVOKED: {KEY_REVOKED: on_key_revoked},
-        ON_REFRESH_REUSED: {REFRESH_REUSED: on_refresh_reused},
+        ON_KEY_REVOKED: {KeyRevoked.ROUTING_KEY: on_key_revoked},
+        ON_REFRESH_REUSED: {TokenRefreshReused.ROUTING_KEY: on_refresh_reused},
     }

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.revocation.errors import InvalidSelector, UnknownToken
+from shared.bus.events import TokenRevoked
 from shared.errors import BadRequest
 from shared.ids import is_tenant_id
 from shared.tokens import classify
@@ -70,30 +71,26 @@ class Revocation:
     kid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The internal API's Revocation shape."""
-        return {
-            "seq": self.seq,
-            "tenant": self.tenant,
-            **self.event_data(),
-        }
+        """The internal API's Revocation shape: the event's payload with ``seq`` and ``tenant``."""
+        return {"seq": self.seq, "tenant": self.tenant, **self.event().to_payload()}
 
-    def event_data(self) -> dict[str, Any]:
-        """The ``token.revoked.v1`` payload: the Revocation without ``seq`` and ``tenant``."""
-        return {
-            "token_id": self.token_id,
-            "jti": self.jti,
-            "display_id": self.display_id,
-            "subject": self.subject,
-            "kind": self.kind,
-            "family_id": self.family_id,
-            "expires_at": _iso(self.expires_at),
-            "revoked_at": _iso(self.revoked_at),
-            "reason": self.reason,
-        }
+    def event(self) -> TokenRevoked:
+        """The ``token.revoked.v1`` event of this revocation (times in UTC)."""
+        return TokenRevoked(
+            token_id=self.token_id,
+            jti=self.jti,
+            display_id=self.display_id,
+            subject=self.subject,
+            kind=self.kind,
+            family_id=self.family_id,
+            expires_at=_utc(self.expires_at),
+            revoked_at=self.revoked_at.astimezone(UTC),
+            reason=self.reason,
+        )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value is not None else None
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
 
 
 def _string(body: dict[str, Any], name: str, *, limit: int = MAX_ID) -> str | None:

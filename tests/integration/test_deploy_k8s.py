@@ -322,24 +322,31 @@ def test_the_gateway_reaches_every_backend_through_the_service_names(pods: dict[
     assert http_get(f"{gateway}/internal/status")[0] == 404
 
 
-def test_the_configmap_keeps_the_jobmanager_dialect_to_the_cluster_networks(
+def test_the_configmap_keeps_the_jobmanager_dialect_to_the_pod_itself(
     pods: dict[str, Pod],
 ) -> None:
-    """TESSERA_INTERNAL_NETWORKS from the ConfigMap reaches the gateway: this machine's
-    loopback address is not a pod or service address, so the jobmanager API refuses it, though
-    the gateway's own default (loopback) would admit it."""
+    """TESSERA_INTERNAL_NETWORKS from the ConfigMap reaches the gateway and names loopback
+    only (issue 16: never the pod and service CIDRs): 127.0.0.1 is admitted, another address,
+    even another loopback one (127.0.0.2, outside 127.0.0.1/32), is refused."""
+    import http.client
+    import ipaddress
     import json
-    import urllib.error
-    import urllib.request
 
-    networks = pods["gateway"].env["TESSERA_INTERNAL_NETWORKS"]
-    assert "127.0.0.0/8" not in networks
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{pods['gateway'].port}/v1/api_access_token",
-        data=json.dumps({"identity": "svc"}).encode(),
-        method="POST",
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=5)
-    assert refused.value.code == 403
-    assert "internal" in json.loads(refused.value.read())["detail"]
+    networks = pods["gateway"].env["TESSERA_INTERNAL_NETWORKS"].split(",")
+    assert all(ipaddress.ip_network(n.strip()).is_loopback for n in networks), networks
+
+    def status_from(source: str) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", pods["gateway"].port, timeout=5, source_address=(source, 0)
+        )
+        try:
+            body = json.dumps({"identity": "svc"})
+            conn.request("POST", "/v1/api_access_token", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+
+    status, body = status_from("127.0.0.2")
+    assert status == 403 and "internal" in body["detail"], (status, body)
+    assert status_from("127.0.0.1")[0] != 403

@@ -87,3 +87,8 @@ class Unavailable(TesseraError):
     def __init__(self, message: str, *, retry_after: int = 1, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed; the message names it. Start-up stops
+    with that message (never the value: it may be a secret)."""

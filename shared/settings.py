@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.errors import ConfigError as ConfigError
+
 if TYPE_CHECKING:
     from shared.tls import TlsFiles
 
@@ -26,10 +28,6 @@ DATABASE_SERVICES = ("keys", "issuer", "revocation")
 
 Env = Mapping[str, str]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(Exception):
-    """A configuration variable is missing or malformed; the message names it."""
 
 
 def require(env: Env, name: str) -> str:

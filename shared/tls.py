@@ -26,8 +26,8 @@ from typing import Any
 import structlog
 from aiohttp import ClientRequest, TCPConnector
 
+from shared.errors import ConfigError
 from shared.pki import CA_FILE, IDENTITIES, SPIFFE_PREFIX, cert_file, key_file
-from shared.settings import ConfigError
 
 log = structlog.get_logger("tessera.tls")
 

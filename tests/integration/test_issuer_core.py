@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 
 import asyncpg
@@ -13,6 +12,7 @@ import pytest
 from services.issuer.issuing import MAX_GRACE_RETRIES
 from tests.integration.issuer_stack import Services, running_services
 from tests.integration.test_keys_security import dump_database
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +50,20 @@ async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignor
 
 async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
+
+
+async def _authenticates(s: Services, value: str) -> bool:
+    status, _ = await s.call("POST", "issuer", "/internal/authenticate", json={"token": value})
+    return status == 200
+
+
+async def _refused(s: Services, *values: str, what: str) -> None:
+    """Wait until the issuer refuses every one of ``values`` (expired or revoked)."""
+
+    async def all_refused() -> bool:
+        return not any([await _authenticates(s, value) for value in values])
+
+    await wait_for(all_refused, what=what)
 
 
 async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
@@ -119,11 +133,14 @@ async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str])
     the tokens are counted, so expired (or revoked) ones make room again."""
     async with running_services(tessera_env) as s:
         tenant = await s.tenant(quota=3)
+        short = []
         for _ in range(3):
-            assert (await create(s, tenant, "eve", ttl_seconds=1))[0] == 200
+            status, body = await create(s, tenant, "eve", ttl_seconds=1)
+            assert status == 200
+            short.append(body["value"])
         status, body = await create(s, tenant, "eve")
         assert (status, body["error"]) == (409, "quota_exceeded")
-        await asyncio.sleep(1.2)
+        await _refused(s, *short, what="the 1 s tokens expiring")
         results = await asyncio.gather(*(create(s, tenant, "eve") for _ in range(5)))
         assert sorted(status for status, _ in results) == [200, 200, 200, 409, 409]
         conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
@@ -192,13 +209,12 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
 
 async def _family_in_feed(s: Services, family: set[str]) -> None:
     """Poll the revocation feed until every token of the family is in it."""
-    deadline = time.monotonic() + 15
-    while True:
+
+    async def published() -> bool:
         _, feed = await s.call("GET", "revocation", "/internal/revocations?since=0")
-        if family <= {r["token_id"] for r in feed["revocations"]}:
-            return
-        assert time.monotonic() < deadline, feed
-        await asyncio.sleep(0.05)
+        return family <= {r["token_id"] for r in feed["revocations"]}
+
+    await wait_for(published, timeout=15, what="the family in the revocation feed")
 
 
 async def _family_of(s: Services, username: str) -> list:  # type: ignore[type-arg]
@@ -271,12 +287,7 @@ async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict
             )
             assert (status, body["error"]) == (401, "unauthenticated")
         _, short = await create(s, tenant, "dee", ttl_seconds=1)
-        deadline = time.monotonic() + 10
-        while (
-            await s.call("POST", "issuer", "/internal/authenticate", json={"token": short["value"]})
-        )[0] != 401:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+        await _refused(s, short["value"], what="the 1 s token expiring")
         status, _ = await s.call(
             "POST",
             "revocation",
@@ -284,12 +295,7 @@ async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict
             json={"tenant": tenant, "token_id": made["token"]["id"]},
         )
         assert status == 200
-        deadline = time.monotonic() + 10
-        while (await s.call("POST", "issuer", "/internal/authenticate", json={"token": value}))[
-            0
-        ] != 401:
-            assert time.monotonic() < deadline, "the token.revoked event never reached the issuer"
-            await asyncio.sleep(0.1)
+        await _refused(s, value, what="the token.revoked event reaching the issuer")
 
 
 async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
@@ -458,7 +464,7 @@ async def test_owner_lists_answer_each_query_with_its_own_owners_active_tokens(
                 made.setdefault((t, subject), []).insert(0, body["token"]["id"])
         await create(s, tenant, "ann", kind="opaque")  # another kind: not listed
         expired = await create(s, tenant, "bob", kind="databricks", ttl_seconds=1)
-        await asyncio.sleep(1.1)  # ... nor an expired token
+        await _refused(s, expired[1]["value"], what="the 1 s token expiring")  # nor an expired one
         queries = [
             {"tenant": tenant, "subject": "ann", "kinds": ["databricks"], "limit": 10},
             {"tenant": other, "subject": "ann", "kinds": ["databricks"], "limit": 10},

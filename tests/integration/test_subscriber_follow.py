@@ -28,10 +28,10 @@ from tests.integration.revocation_support import (
     private_env,
     revoke,
     start_revocation,
-    wait_for,
 )
 from tests.proxy import TcpProxy
 from tests.tls import allowed_session
+from tests.waiting import parked, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ async def test_subscriber_closes_when_woken_at_the_moment_it_is_closed(
     # left the follow loop running (asyncio.wait_for on 3.11 swallowed the cancel).
     sub = Subscriber(config_for(service, poll_interval=30), session)
     await sub.start()
-    await asyncio.sleep(0.5)  # idle: waiting to be woken
+    await wait_for(lambda: parked(sub._follow), what="the follow loop idle, waiting to be woken")
     sub._on_broker_back()
     assert await ends_within(sub.close(), 5), "the subscriber kept following after close()"
 
@@ -191,10 +191,14 @@ async def test_duplicate_and_out_of_order_deliveries_are_applied_once(
         for envelope in shuffled:
             await publish(envelope)
         await wait_for(lambda: sub.seq == 20 and all(sub.is_revoked(j) for j in jtis))
-        # Let every duplicate arrive before counting.
-        await asyncio.sleep(0.5)
-        assert sorted(Counter(applied).values()) == [1] * 20
-        assert sorted(applied) == sorted(jtis)
+        # Every duplicate has arrived once an event published after them is applied (one
+        # channel, one queue: delivered in order; the subscriber applies each as it comes).
+        (last,) = await revoke_many(session, service, 1)
+        await wait_for(lambda: len(captured) == 21)
+        await publish(max(captured, key=lambda e: e.seq or 0))
+        await wait_for(lambda: sub.seq == 21, what="the last event applied")
+        assert sorted(Counter(applied).values()) == [1] * 21
+        assert sorted(applied) == sorted([*jtis, last])
     finally:
         await publisher.close()
         await observer.close()

@@ -54,3 +54,8 @@ async def refusal(sub: Subscriber, token: str) -> str | None:
     except InvalidToken as exc:
         return exc.reason
     return None
+
+
+async def refused_as(sub: Subscriber, token: str, reason: str | None) -> bool:
+    """Whether ``sub`` refuses ``token`` for ``reason`` (None: verifies it), to poll for."""
+    return await refusal(sub, token) == reason

@@ -6,10 +6,8 @@ each other's sequence numbers or events.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +22,7 @@ from services.revocation.app import create_app
 from services.revocation.settings import Settings
 from shared.settings import AmqpNames
 from tests.tls import serve
+from tests.waiting import wait_for
 
 
 def private_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -75,15 +74,18 @@ async def wait_consuming(env: dict[str, str], consumer: str, timeout: float = 10
     published before its queue is bound is lost."""
     names = AmqpNames.from_env(env)
     connection = await aio_pika.connect(env["TESSERA_AMQP_URL"])
+
+    async def declared() -> bool:
+        channel = await connection.channel()  # a failed passive declare closes it
+        try:
+            await channel.declare_queue(names.durable_queue(consumer), passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        await channel.close()
+        return True
+
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                channel = await connection.channel()
-                try:
-                    await channel.declare_queue(names.durable_queue(consumer), passive=True)
-                    return
-                except aio_pika.exceptions.ChannelClosed:
-                    await asyncio.sleep(0.05)
+        await wait_for(declared, timeout=timeout, what=f"the queue of {consumer}")
     finally:
         await connection.close()
 
@@ -121,10 +123,3 @@ async def revoke(
 ) -> tuple[int, Any]:
     async with session.post(service.revocations_url, json=body) as resp:
         return resp.status, await resp.json()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)

@@ -27,6 +27,7 @@ from shared.subscriber.queue import EventQueue
 from tests.integration.bus_support import bus_database, private_names
 from tests.integration.test_bus_outbox import _via_proxy
 from tests.proxy import TcpProxy
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +57,6 @@ def _text(record: logging.LogRecord) -> str:
         return str(record.msg) + " ".join(
             str(arg) for arg in record.args or () if isinstance(arg, str | int | float)
         )
-
-
-async def _until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
@@ -103,12 +98,12 @@ async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
                 return event.id
 
             first = await commit()
-            await _until(lambda: first in applied)
+            await wait_for(lambda: first in applied, timeout=20)
 
             await nodes[0].cut()  # that node goes away
-            await _until(lambda: nodes[1].open_connections == 1 and broker.connected)
+            await wait_for(lambda: nodes[1].open_connections == 1 and broker.connected, timeout=20)
             second = await commit()
-            await _until(lambda: second in applied)
+            await wait_for(lambda: second in applied, timeout=20)
         finally:
             await relay.stop()
             await consumer.close()
@@ -148,13 +143,15 @@ async def test_subscriber_queue_moves_to_the_next_node_and_reports_the_gap(
             names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         await exchange.publish(aio_pika.Message(b"one"), "test.moved.v1")
-        await _until(lambda: received == [b"one"])
+        await wait_for(lambda: received == [b"one"], timeout=20)
 
         await nodes[0].cut()
         # Lost, then back through the other node: the subscriber fills the gap from the feed.
-        await _until(lambda: events == ["lost", "back"] and nodes[1].open_connections == 1)
+        await wait_for(
+            lambda: events == ["lost", "back"] and nodes[1].open_connections == 1, timeout=20
+        )
         await exchange.publish(aio_pika.Message(b"two"), "test.moved.v1")
-        await _until(lambda: received == [b"one", b"two"])
+        await wait_for(lambda: received == [b"one", b"two"], timeout=20)
     finally:
         await queue.close()
         await publisher.close()

@@ -3,7 +3,6 @@ certificates reloaded from disk. Real services, real sockets, real certificates.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import shutil
 import ssl
@@ -20,6 +19,7 @@ from shared.pki import IDENTITIES, init_pki, issue, load_ca, write_identity
 from shared.tls import ReloadingTls, TesseraConnector, TlsFiles
 from tests.integration.issuer_stack import Services, running_services
 from tests.integration.keys_support import keys_env, running_keys
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,9 @@ async def test_replaced_certificate_files_are_used_without_a_restart(
         for name in ("keys-key.pem", "keys.pem", "ca.pem"):
             (served / f".{name}").write_bytes((new_pki / name).read_bytes())
             (served / f".{name}").replace(served / name)
-        async with asyncio.timeout(15):
-            while await answer(new_operator) != 200:
-                await asyncio.sleep(0.1)
+
+        async def new_ca_served() -> bool:
+            return await answer(new_operator) == 200
+
+        await wait_for(new_ca_served, timeout=15, what="the new certificates served")
         assert await answer(old_operator) == "handshake"

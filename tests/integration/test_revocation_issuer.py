@@ -6,7 +6,6 @@ PostgreSQL and RabbitMQ.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 import uuid
@@ -29,6 +28,7 @@ from tests.integration.revocation_support import (
     start_revocation,
 )
 from tests.tls import allowed_session, serve
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,10 @@ async def services(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
 
 
 async def _wait_refused(services: Services, value: str, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while await services.authenticates(value):
-            await asyncio.sleep(0.05)
+    async def refused() -> bool:
+        return not await services.authenticates(value)
+
+    await wait_for(refused, timeout=timeout, what="the token refused by the issuer")
 
 
 async def test_each_selector_revokes_the_issuers_token_and_the_issuer_applies_it(

@@ -11,9 +11,8 @@ selector must resolve to exactly the right tokens, each revoked once.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aio_pika
@@ -26,6 +25,7 @@ from shared.bus.envelope import Envelope
 from shared.settings import AmqpNames
 from shared.tokens import new_databricks_token
 from tests.integration.issuer_stack import Services, running_services
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,15 +91,6 @@ async def active(s: Services, tenant: str, selector: str, value: str) -> set[str
     query = {"tenant": tenant, selector: value}
     body = await ok(s, "GET", "issuer", "/internal/tokens/active", params=query)
     return {t["id"] for t in body["tokens"]}
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
 async def _is_empty(ids: Awaitable[set[str]]) -> bool:
@@ -253,8 +244,8 @@ async def test_subject_and_family_revoke_every_matching_token_once(s: Services) 
     assert [r["seq"] for r in revocations] == [1, 2, 3, 4, 5, 6]
     assert carols not in revoked and elsewhere not in revoked
     # The issuer applies them: nothing of alice's is active; carol's and the other tenant's are.
-    await wait_until(
-        lambda: _is_empty(active(s, tenant, "subject", "alice")), "alice's tokens inactive"
+    await wait_for(
+        lambda: _is_empty(active(s, tenant, "subject", "alice")), what="alice's tokens inactive"
     )
     assert await active(s, tenant, "subject", "carol") == {carols}
     assert await active(s, other_tenant, "subject", "alice") == {elsewhere}
@@ -293,9 +284,9 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
 
         body = await ok(s, "POST", "keys", f"/internal/tenants/{tenant}/keys/{bad_kid}/revoke")
         assert body["kid"] == bad_kid and body["revoked_at"], body
-        async with asyncio.timeout(10):
-            while (message := await watch.get(no_ack=True, fail=False)) is None:
-                await asyncio.sleep(0.05)
+        message = await wait_for(
+            lambda: watch.get(no_ack=True, fail=False), what="key.revoked on our queue"
+        )
         event = Envelope.from_json(message.body)
         assert (event.type, event.tenant, event.data) == ("key.revoked", tenant, {"kid": bad_kid})
         # Delivered twice, as the broker may: the consumer applies it once.
@@ -307,14 +298,14 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
         async def duplicate_seen() -> bool:
             return await _consumed(s, ON_KEY_REVOKED, "duplicate") == duplicates + 1
 
-        await wait_until(duplicate_seen, "the second delivery of key.revoked was handled")
+        await wait_for(duplicate_seen, what="the second delivery of key.revoked was handled")
     finally:
         await connection.close()
 
     async def all_revoked() -> bool:
         return bool((await feed(s))["current_seq"] >= len(signed))
 
-    await wait_until(all_revoked, "every token of the revoked key is revoked")
+    await wait_for(all_revoked, what="every token of the revoked key is revoked")
     revocations = (await feed(s))["revocations"]
     assert len(revocations) == len(signed)
     assert {r["token_id"] for r in revocations} == signed
@@ -323,8 +314,9 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
         for r in revocations
     )
     # The issuer applies them; the new key's token, the opaque one and the other tenant's live.
-    await wait_until(
-        lambda: _is_empty(active(s, tenant, "kid", bad_kid)), "the issuer applied the revocations"
+    await wait_for(
+        lambda: _is_empty(active(s, tenant, "kid", bad_kid)),
+        what="the issuer applied the revocations",
     )
     assert await active(s, tenant, "kid", rotated["kid"]) == {good["jti"]}
     assert opaque in await active(s, tenant, "subject", "user1")
@@ -346,8 +338,8 @@ async def test_revoking_a_family_again_returns_its_revocations(s: Services) -> N
     assert {r["token_id"] for r in first["revocations"]} == members
     # The issuer applies the revocations: nothing of the family is active any more, so the
     # second request finds the family's revocations in the revocation service alone.
-    await wait_until(
-        lambda: _is_empty(active(s, tenant, "family_id", family)), "the family is inactive"
+    await wait_for(
+        lambda: _is_empty(active(s, tenant, "family_id", family)), what="the family is inactive"
     )
     status, again = await revoke(s, {"tenant": tenant, "family_id": family})
     assert status == 200 and again == {"revocations": first["revocations"], "created": 0}

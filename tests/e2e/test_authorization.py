@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,17 +17,10 @@ import pytest
 
 from tests.conftest import Stack
 from tests.e2e.gateway_support import ensure_tenant, http, http_json, mint, unique
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
-
-
-def until(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    """Poll ``condition`` until it holds, failing after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -505,7 +497,11 @@ def test_an_access_token_minted_by_refresh_dies_with_its_family(world: World) ->
     # Replays past the grace retries are reuse: the family, this access token included, dies.
     statuses = [exchange(refresh)[0] for _ in range(6)]
     assert statuses[-1] == 400
-    until(lambda: not op_databricks_list(world, Caller("x", access, "dev", user.subject)))
+    wait_until(
+        lambda: not op_databricks_list(world, Caller("x", access, "dev", user.subject)),
+        timeout=15,
+        what="the family's access token refused",
+    )
 
 
 def audit_actors(world: World, request_id: str) -> set[str]:

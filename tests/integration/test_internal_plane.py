@@ -17,7 +17,7 @@ from services.keys.handlers import CALLERS as KEYS_CALLERS
 from services.revocation.handlers import CALLERS as REVOCATION_CALLERS
 from shared.pki import IDENTITIES, init_pki, issue, load_ca, write_identity
 from shared.tls import ReloadingTls, TesseraConnector, TlsFiles
-from tests.integration.issuer_stack import Services, running_services
+from tests.harness import Services, running_stack
 from tests.integration.keys_support import keys_env, running_keys
 from tests.waiting import wait_for
 
@@ -84,7 +84,7 @@ def outsiders(pki_dir: Path, tmp_path: Path) -> dict[str, TlsFiles | None]:
 async def test_every_internal_endpoint_serves_exactly_the_callers_its_table_names(
     tessera_env: dict[str, str], pki_dir: Path, tmp_path: Path
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         before = await state(s, tenant)
         clients: dict[str, TlsFiles | None] = {
@@ -117,7 +117,7 @@ async def test_every_internal_endpoint_serves_exactly_the_callers_its_table_name
 async def test_the_gateway_identity_cannot_sign_create_tenants_or_mint_beyond_a_principal(
     tessera_env: dict[str, str], pki_dir: Path
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         gateway = session_for(TlsFiles.from_dir(pki_dir, "gateway"))
         async with gateway:
@@ -167,7 +167,7 @@ async def test_the_gateway_identity_cannot_sign_create_tenants_or_mint_beyond_a_
 async def test_probes_and_metrics_answer_on_the_ops_port_without_a_certificate(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s, aiohttp.ClientSession() as plain:
+    async with running_stack(tessera_env) as s, aiohttp.ClientSession() as plain:
         for service, ops in s.ops.items():
             for path in ("/healthz", "/readyz", "/metrics"):
                 async with plain.get(ops + path) as resp:

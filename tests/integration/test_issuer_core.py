@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from services.issuer.issuing import MAX_GRACE_RETRIES
-from tests.integration.issuer_stack import Services, running_services
+from tests.harness import Services, running_stack
 from tests.integration.test_keys_security import dump_database
 from tests.waiting import wait_for
 
@@ -69,7 +69,7 @@ async def _refused(s: Services, *values: str, what: str) -> None:
 async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         values = []
         for kind in ("opaque", "databricks", "jobmanager"):
@@ -85,7 +85,7 @@ async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
             renewed["access_token"]["access_token"],
             renewed["refresh_token"]["refresh_token"],
         ]
-        dump = await dump_database(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        dump = await dump_database(s.database_url("issuer"))
     assert len(dump) > 1000  # the dump really holds the records
     for value in values:
         fragments = [value] + (value.split(".") if "." in value else [value[4:]])
@@ -97,7 +97,7 @@ async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
 async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=5)
         for _ in range(4):
             assert (await create(s, tenant, "bo"))[0] == 200
@@ -115,7 +115,7 @@ async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
 async def test_a_jobmanager_identity_and_the_user_of_that_name_have_separate_quotas(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=2)
         for _ in range(2):
             assert (await create(s, tenant, "ann", kind="jobmanager"))[0] == 200
@@ -131,7 +131,7 @@ async def test_a_jobmanager_identity_and_the_user_of_that_name_have_separate_quo
 async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str]) -> None:
     """The quota check keeps an upper bound of each owner's active tokens; when it is reached
     the tokens are counted, so expired (or revoked) ones make room again."""
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=3)
         short = []
         for _ in range(3):
@@ -143,7 +143,7 @@ async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str])
         await _refused(s, *short, what="the 1 s tokens expiring")
         results = await asyncio.gather(*(create(s, tenant, "eve") for _ in range(5)))
         assert sorted(status for status, _ in results) == [200, 200, 200, 409, 409]
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         usage = await conn.fetchval(
             "SELECT issued FROM owner_usage WHERE tenant = $1 AND subject = 'eve'", tenant
         )
@@ -156,7 +156,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
 ) -> None:
     """Creates are group-committed and signatures coalesced: under load every caller must still
     get its own token, each owner's quota must hold, and each event its own request id."""
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=3)
         owners = [f"u{n}" for n in range(12)]
         opaque = [
@@ -197,7 +197,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
                 )
                 assert claims["sub"] == f"{owner}@{tenant}"
                 assert claims["tapis/token_type"] == kind.removesuffix("_token")
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         audit = await conn.fetch(
             """SELECT request_id, data->>'subject' AS subject FROM audit_log
                WHERE action = 'token.issued' AND data->>'kind' = 'opaque'"""
@@ -218,7 +218,7 @@ async def _family_in_feed(s: Services, family: set[str]) -> None:
 
 
 async def _family_of(s: Services, username: str) -> list:  # type: ignore[type-arg]
-    conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+    conn = await asyncpg.connect(s.database_url("issuer"))
     try:
         return await conn.fetch(  # type: ignore[no-any-return]
             "SELECT id, revoked_at FROM tokens WHERE family_id IS NOT NULL AND subject = $1",
@@ -231,7 +231,7 @@ async def _family_of(s: Services, username: str) -> list:  # type: ignore[type-a
 async def test_refresh_races_get_one_pair_a_bounded_number_of_times_then_kill_the_family(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="60") as s:
+    async with running_stack(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="60") as s:
         tenant = await s.tenant()
         refresh = (await _pair(s, tenant, "cy"))["refresh_token"]["refresh_token"]
         results = await asyncio.gather(*(_refresh(s, refresh) for _ in range(20)))
@@ -254,7 +254,7 @@ async def test_refresh_races_get_one_pair_a_bounded_number_of_times_then_kill_th
 
 
 async def test_reuse_after_the_window_revokes_the_family(tessera_env: dict[str, str]) -> None:
-    async with running_services(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="0") as s:
+    async with running_stack(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="0") as s:
         tenant = await s.tenant()
         refresh = (await _pair(s, tenant, "cyd"))["refresh_token"]["refresh_token"]
         status, pair = await _refresh(s, refresh)
@@ -268,7 +268,7 @@ async def test_reuse_after_the_window_revokes_the_family(tessera_env: dict[str, 
 
 
 async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict[str, str]) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         _, made = await create(s, tenant, "dee", permissions=["admin"])
         value = made["value"]
@@ -301,7 +301,7 @@ async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict
 async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant, other = await s.tenant(quota=1), await s.tenant()
         _, mine = await create(s, tenant, "eve")
         _, theirs = await create(s, other, "eve")
@@ -311,7 +311,7 @@ async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
                 "POST", "issuer", "/internal/tokens/revoked", json={"revocations": revocations}
             )
 
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         try:
             revoked = "SELECT id::text, revoked_at FROM tokens WHERE revoked_at IS NOT NULL"
             for bad in ({"revocations": "x"}, {"revocations": [{"token_id": "a"}]}):
@@ -351,10 +351,10 @@ async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
 
 
 async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str, str]) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         _, made = await create(s, tenant, "eve")
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         stamps = []
         for _ in range(3):
             await s.call("POST", "issuer", "/internal/authenticate", json={"token": made["value"]})
@@ -370,7 +370,7 @@ async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str,
 async def test_listing_is_newest_first_and_stable_while_tokens_are_created(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=1000)
         existing = [
             (await create(s, tenant, "fay", name=str(n)))[1]["token"]["id"] for n in range(25)
@@ -416,9 +416,9 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
     status: int,
     code: str,  # type: ignore[type-arg]
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         before = await conn.fetchval(
             "SELECT (SELECT count(*) FROM tokens) + (SELECT count(*) FROM audit_log)"
         )
@@ -455,7 +455,7 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
 async def test_owner_lists_answer_each_query_with_its_own_owners_active_tokens(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant, other = await s.tenant(), await s.tenant()
         made: dict[tuple[str, str], list[str]] = {}
         for t, subject, count in ((tenant, "ann", 3), (tenant, "bob", 1), (other, "ann", 2)):

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from services.cli import migrate_all
+from shared.settings import service_database_url
 from tests.conftest import ROOT, free_port_block
 from tests.integration.keys_support import keys_env
 from tests.tls import tls_for
@@ -59,7 +60,7 @@ async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str
         operator = tls_for(env, "operator").client()
         with urllib.request.urlopen(request, timeout=10, context=operator) as resp:
             assert resp.status == 200
-        conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
+        conn = await asyncpg.connect(service_database_url(env, "keys"))
 
         async def five_keys() -> list[asyncpg.Record]:
             # A key's created_at is its transaction's start, which is where a replica claims

@@ -16,6 +16,7 @@ from services.keys.app import create_app
 from services.keys.crypto import Keyring, private_from_der
 from services.keys.settings import Settings
 from shared.service import StartupError
+from shared.settings import service_database_url
 from tests.conftest import ROOT
 from tests.integration.keys_support import call, keys_env, running_keys
 
@@ -72,7 +73,7 @@ async def test_no_private_key_material_in_clear_in_the_database(
             json={"immediate": True},
         )
         await call(session, "POST", f"{url}/internal/tenants/{tenant}/keys/rotate", json={})
-    database_url = env["TESSERA_KEYS_DATABASE_URL"]
+    database_url = service_database_url(env, "keys")
     dump = await dump_database(database_url)
     assert b"PRIVATE KEY" not in dump
     # Open each sealed key with the KEK (as only the keys service can) and look for any trace.
@@ -136,7 +137,7 @@ async def test_rewrap_moves_every_key_to_the_new_kek_while_the_service_runs(
             json={"claims": [{"sub": "a", "exp": int(time.time()) + 60}]},
         )
         assert status == 200
-    conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
+    conn = await asyncpg.connect(service_database_url(env, "keys"))
     kek_ids = {r["kek_id"] for r in await conn.fetch("SELECT kek_id FROM signing_keys")}
     await conn.close()
     assert kek_ids == {Keyring((new_kek,)).current.id}
@@ -151,7 +152,7 @@ async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(tessera_env: dict[s
     env = keys_env(tessera_env)
     async with running_keys(env) as (url, session):
         await call(session, "POST", f"{url}/internal/tenants", json={"id": "acme"})
-        conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
+        conn = await asyncpg.connect(service_database_url(env, "keys"))
 
         async def counts() -> dict[str, int]:
             return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}

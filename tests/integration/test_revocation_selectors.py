@@ -24,7 +24,7 @@ from shared.bus.amqp import declare_topology
 from shared.bus.envelope import Envelope
 from shared.settings import AmqpNames
 from shared.tokens import new_databricks_token
-from tests.integration.issuer_stack import Services, running_services
+from tests.harness import Services, running_stack
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ ON_KEY_REVOKED = "revocation.on_key_revoked"
 
 @pytest.fixture
 async def s(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
-    async with running_services(tessera_env) as services:
+    async with running_stack(tessera_env) as services:
         yield services
 
 

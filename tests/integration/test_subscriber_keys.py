@@ -1,6 +1,6 @@
 """The subscriber against the real keys service: its JWKS, its signatures, its key.revoked.
 
-Keys, issuer, revocation, PostgreSQL and RabbitMQ are all real (issuer_stack): when a key is
+Keys, issuer, revocation, PostgreSQL and RabbitMQ are all real (tests/harness.py): when a key is
 revoked, the revocation service asks the issuer which tokens it signed.
 """
 
@@ -19,9 +19,9 @@ import pytest
 
 from shared.settings import AmqpNames
 from shared.subscriber import Subscriber, SubscriberConfig
-from tests.integration.issuer_stack import Services, running_services
+from tests.factories import revoke_jwt_body
+from tests.harness import Services, running_stack
 from tests.integration.keys_support import refusal, refused_as
-from tests.integration.revocation_support import jwt_body
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Stack]:
-    async with running_services(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
+    async with running_stack(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
         yield Stack(services)
 
 
@@ -121,7 +121,7 @@ async def test_token_signed_by_keys_verifies_until_revoked(
     assert claims["jti"] == jti and claims["tapis/tenant_id"] == tenant
 
     status, reply = await stack.services.call(
-        "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=jti)
+        "POST", "revocation", "/internal/revocations", json=revoke_jwt_body(tenant, jti=jti)
     )
     assert status == 200 and [r["jti"] for r in reply["revocations"]] == [jti], reply
     # Through the outbox and the broker, not applied by hand.

@@ -1,7 +1,7 @@
 """Local JWT verification by the subscriber: JWKS caching, refetch limits, revoked tokens and keys.
 
 Everything the subscriber talks to is real: the keys, issuer and revocation services run
-in-process, each on a database of its own (issuer_stack), with PostgreSQL and RabbitMQ. Every
+in-process, each on a database of its own (tests/harness.py), with PostgreSQL and RabbitMQ. Every
 JWKS comes from the keys service and every token meant to verify is signed by it, through its
 sign endpoint (the private keys never leave it); only an attacker's forged tokens are signed
 with a key the test makes. JWKS fetches are counted by the keys service itself (its per-route
@@ -35,9 +35,9 @@ from services.keys.settings import Settings as KeysSettings
 from shared.db import create_pool
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig, VerifierUnavailable
-from tests.integration.issuer_stack import Services, running_services
+from tests.factories import revoke_jwt_body
+from tests.harness import Services, running_stack
 from tests.integration.keys_support import call, keys_env, refusal, refused_as, running_keys
-from tests.integration.revocation_support import jwt_body
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
     # Key maintenance, which reloads the service's signing cache and so its JWKS, never runs on
     # its own here: a key revoked behind the service's back stays listed, as it does on a
     # replica that has not caught up yet.
-    async with running_services(
+    async with running_stack(
         tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0", TESSERA_KEY_MAINTENANCE_MS="3600000"
     ) as services:
         yield services
@@ -182,7 +182,10 @@ async def test_valid_token_verifies_and_is_refused_once_revoked(stack: Services)
         assert claims["sub"] == f"alice@{tenant}" and claims["tapis/tenant_id"] == tenant
 
         status, reply = await stack.call(
-            "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=claims["jti"])
+            "POST",
+            "revocation",
+            "/internal/revocations",
+            json=revoke_jwt_body(tenant, jti=claims["jti"]),
         )
         assert status == 200, reply
         sub.apply(reply["revocations"][0])
@@ -266,7 +269,7 @@ async def _revoke_behind_the_service(stack: Services, tenant: str, kid: str) -> 
     """Revoke a key as another keys replica would: in the database, with its key.revoked
     event in the outbox, while this replica's JWKS still lists the key."""
     settings = KeysSettings.from_env(stack.env)
-    async with create_pool(stack.env["TESSERA_KEYS_DATABASE_URL"], min_size=1, max_size=1) as pool:
+    async with create_pool(stack.database_url("keys"), min_size=1, max_size=1) as pool:
         await rotation.revoke(pool, Keyring(settings.keks), tenant, kid)
 
 

@@ -120,12 +120,12 @@ def jwt_body(
 # --- each dialect's public create body ---------------------------------------------------------
 
 
-def databricks_create(comment: str = "test", **fields: Any) -> dict[str, Any]:
+def databricks_body(comment: str = "test", **fields: Any) -> dict[str, Any]:
     """Databricks ``POST /api/2.0/token/create``."""
     return {"comment": comment, **fields}
 
 
-def tapis_create(
+def tapis_body(
     tenant: str,
     username: str,
     *,
@@ -145,12 +145,12 @@ def tapis_create(
     return body
 
 
-def lagrello_create(name: str | None = None, **fields: Any) -> dict[str, Any]:
+def lagrello_body(name: str | None = None, **fields: Any) -> dict[str, Any]:
     """Lagrello ``POST /v1/tokens``."""
     return {"tokenName": name or unique("t"), **fields}
 
 
-def jobmanager_create(identity: str | None = None, **fields: Any) -> dict[str, Any]:
+def jobmanager_body(identity: str | None = None, **fields: Any) -> dict[str, Any]:
     """jobmanager ``POST /v1/api_access_token``."""
     return {"identity": identity or unique("jm"), **fields}
 

@@ -9,13 +9,10 @@ import pytest
 
 from tests.conftest import Stack
 from tests.e2e.gateway_support import ensure_tenant, http, http_json, mint, unique
+from tests.factories import bearer
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
 def refused_everywhere(stack: Stack, token: str) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import Stack, private_env, start_stack, stop_stack
 from tests.e2e.gateway_support import http_json, mint, unique
-from tests.e2e.test_authorization import JSON, tapis_pair
+from tests.e2e.test_authorization import tapis_pair
+from tests.factories import JSON
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from services.issuer.issuing import MAX_GRACE_RETRIES
+from tests.factories import jwt_body, minter, token_body
 from tests.harness import Services, running_stack
 from tests.integration.test_keys_security import dump_database
 from tests.waiting import wait_for
@@ -19,27 +20,13 @@ pytestmark = pytest.mark.integration
 
 async def create(s: Services, tenant: str, subject: str, **fields: object) -> tuple[int, dict]:  # type: ignore[type-arg]
     return await s.call(
-        "POST",
-        "issuer",
-        "/internal/tokens",
-        json={"tenant": tenant, "subject": subject, "minter": {"kind": "operator"}, **fields},
-    )
+        "POST", "issuer", "/internal/tokens", json=token_body(tenant, subject, **fields)
+    )  # type: ignore[arg-type]
 
 
 def issue_pair(s: Services, tenant: str, username: str) -> Awaitable[tuple[int, dict]]:  # type: ignore[type-arg]
     """The call minting a user's Tapis access and refresh pair, as the operator."""
-    return s.call(
-        "POST",
-        "issuer",
-        "/internal/jwt",
-        json={
-            "tenant": tenant,
-            "username": username,
-            "account_type": "user",
-            "minter": {"kind": "operator"},
-            "generate_refresh_token": True,
-        },
-    )
+    return s.call("POST", "issuer", "/internal/jwt", json=jwt_body(tenant, username, refresh=True))
 
 
 async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignore[type-arg]
@@ -52,16 +39,11 @@ async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore
     return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
 
 
-async def _authenticates(s: Services, value: str) -> bool:
-    status, _ = await s.call("POST", "issuer", "/internal/authenticate", json={"token": value})
-    return status == 200
-
-
 async def _refused(s: Services, *values: str, what: str) -> None:
     """Wait until the issuer refuses every one of ``values`` (expired or revoked)."""
 
     async def all_refused() -> bool:
-        return not any([await _authenticates(s, value) for value in values])
+        return not any([await s.authenticates(value) for value in values])
 
     await wait_for(all_refused, what=what)
 
@@ -164,12 +146,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
                 "POST",
                 "issuer",
                 "/internal/tokens",
-                json={
-                    "tenant": tenant,
-                    "subject": owner,
-                    "name": f"{owner}-{i}",
-                    "minter": {"kind": "operator"},
-                },
+                json=token_body(tenant, owner, name=f"{owner}-{i}"),
                 headers={"X-Request-ID": f"req-{owner}-{i}"},
             )
             for owner in owners
@@ -426,7 +403,7 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
             "POST",
             "issuer",
             "/internal/tokens",
-            json={"tenant": tenant, "minter": {"kind": "operator"}, **body},
+            json={"tenant": tenant, "minter": minter(), **body},
         )
         assert (got, answer["error"]) == (status, code)
         for raw in (b"{nope", b"[1]", b'"x"'):
@@ -436,13 +413,7 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
             "POST",
             "issuer",
             "/internal/jwt",
-            json={
-                "tenant": tenant,
-                "username": "g",
-                "account_type": "user",
-                "minter": {"kind": "operator"},
-                "claims": {"tapis/sub": "x"},
-            },
+            json=jwt_body(tenant, "g", claims={"tapis/sub": "x"}),
         )
         assert got == 400
         after = await conn.fetchval(

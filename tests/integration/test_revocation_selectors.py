@@ -38,37 +38,17 @@ async def s(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
         yield services
 
 
-async def ok(s: Services, method: str, service: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """The body of a call that must succeed."""
-    status, body = await s.call(method, service, path, **kwargs)
-    assert status == 200, body
-    reply: dict[str, Any] = body
-    return reply
-
-
 async def create(s: Services, tenant: str, subject: str, kind: str = "opaque") -> dict[str, Any]:
     """``{"token": TokenRecord, "value": secret}`` of a token the issuer made."""
-    body = {"tenant": tenant, "subject": subject, "kind": kind, "minter": {"kind": "operator"}}
-    made = await ok(s, "POST", "issuer", "/internal/tokens", json=body)
+    made = await s.token(tenant, subject, kind)
     assert made["token"]["subject"] == subject and made["token"]["kind"] == kind
     return made
-
-
-async def jwt_pair(s: Services, tenant: str, username: str, *, refresh: bool) -> dict[str, Any]:
-    body = {
-        "tenant": tenant,
-        "username": username,
-        "account_type": "user",
-        "minter": {"kind": "operator"},
-        "generate_refresh_token": refresh,
-    }
-    return await ok(s, "POST", "issuer", "/internal/jwt", json=body)
 
 
 async def family_of(s: Services, tenant: str, jti: str) -> str:
     """The refresh family the issuer recorded for a JWT."""
     query = {"tenant": tenant, "id": jti}
-    record = await ok(s, "GET", "issuer", "/internal/tokens/lookup", params=query)
+    record = await s.ok("GET", "issuer", "/internal/tokens/lookup", params=query)
     assert record["id"] == jti and record["family_id"], record
     return str(record["family_id"])
 
@@ -83,13 +63,13 @@ async def revoke(s: Services, body: dict[str, Any]) -> tuple[int, Any]:
 
 async def feed(s: Services) -> dict[str, Any]:
     """The whole revocation feed (every tenant): the stack is this test's alone."""
-    return await ok(s, "GET", "revocation", "/internal/revocations?since=0")
+    return await s.ok("GET", "revocation", "/internal/revocations?since=0")
 
 
 async def active(s: Services, tenant: str, selector: str, value: str) -> set[str]:
     """Ids of the tokens the issuer still holds active for a subject, family or kid."""
     query = {"tenant": tenant, selector: value}
-    body = await ok(s, "GET", "issuer", "/internal/tokens/active", params=query)
+    body = await s.ok("GET", "issuer", "/internal/tokens/active", params=query)
     return {t["id"] for t in body["tokens"]}
 
 
@@ -166,7 +146,7 @@ async def test_unknown_token_is_404_and_revokes_nothing(
     # The tenant has tokens of every kind and a refresh family; none is the one asked for.
     await create(s, tenant, "alice")
     await create(s, tenant, "alice", kind="databricks")
-    await jwt_pair(s, tenant, "alice", refresh=True)
+    await s.jwt(tenant, "alice", refresh=True)
     status, reply = await revoke(s, {"tenant": tenant, **selector})
     assert status == 404 and reply["error"] == "unknown_token", reply
     assert await feed(s) == {
@@ -199,9 +179,8 @@ async def test_owner_limits_what_a_caller_may_revoke(s: Services) -> None:
 
 async def test_subject_and_family_revoke_every_matching_token_once(s: Services) -> None:
     tenant, other_tenant = await s.tenant(), await s.tenant()
-    pair = await jwt_pair(s, tenant, "alice", refresh=True)
-    renewed = await ok(
-        s,
+    pair = await s.jwt(tenant, "alice", refresh=True)
+    renewed = await s.ok(
         "POST",
         "issuer",
         "/internal/jwt/refresh",
@@ -256,7 +235,7 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
     signed: set[str] = set()
     kids: set[str] = set()
     for n in range(3):
-        pair = await jwt_pair(s, tenant, f"user{n}", refresh=n == 0)
+        pair = await s.jwt(tenant, f"user{n}", refresh=n == 0)
         for kind in ("access_token", "refresh_token"):
             if kind in pair:
                 signed.add(pair[kind]["jti"])
@@ -265,11 +244,11 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
     (bad_kid,) = kids
     opaque = (await create(s, tenant, "user1"))["token"]["id"]
     rotate = f"/internal/tenants/{tenant}/keys/rotate"
-    rotated = await ok(s, "POST", "keys", rotate, json={"immediate": True})
+    rotated = await s.ok("POST", "keys", rotate, json={"immediate": True})
     assert rotated["kid"] != bad_kid, rotated
-    good = (await jwt_pair(s, tenant, "user9", refresh=False))["access_token"]
+    good = (await s.jwt(tenant, "user9", refresh=False))["access_token"]
     assert kid_of(good["access_token"]) == rotated["kid"]
-    elsewhere = (await jwt_pair(s, other_tenant, "user0", refresh=False))["access_token"]
+    elsewhere = (await s.jwt(other_tenant, "user0", refresh=False))["access_token"]
     assert await active(s, tenant, "kid", bad_kid) == signed
 
     names = AmqpNames.from_env(s.env)
@@ -282,7 +261,7 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
         await watch.bind(exchange, "key.revoked.v1")
         duplicates = await _consumed(s, ON_KEY_REVOKED, "duplicate")
 
-        body = await ok(s, "POST", "keys", f"/internal/tenants/{tenant}/keys/{bad_kid}/revoke")
+        body = await s.ok("POST", "keys", f"/internal/tenants/{tenant}/keys/{bad_kid}/revoke")
         assert body["kid"] == bad_kid and body["revoked_at"], body
         message = await wait_for(
             lambda: watch.get(no_ack=True, fail=False), what="key.revoked on our queue"
@@ -325,7 +304,7 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
 
 async def test_revoking_a_family_again_returns_its_revocations(s: Services) -> None:
     tenant = await s.tenant()
-    pair = await jwt_pair(s, tenant, "alice", refresh=True)
+    pair = await s.jwt(tenant, "alice", refresh=True)
     members = {pair["access_token"]["jti"], pair["refresh_token"]["jti"]}
     family = await family_of(s, tenant, pair["refresh_token"]["jti"])
     assert await active(s, tenant, "family_id", family) == members

@@ -6,9 +6,7 @@ revoked, the revocation service asks the issuer which tokens it signed.
 
 from __future__ import annotations
 
-import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 
 from shared.settings import AmqpNames
 from shared.subscriber import Subscriber, SubscriberConfig
-from tests.factories import revoke_jwt_body
+from tests.factories import access_claims, revoke_jwt_body
 from tests.harness import Services, running_stack
 from tests.integration.keys_support import refusal, refused_as
 from tests.waiting import wait_for
@@ -51,34 +49,14 @@ class Stack:
 
     async def sign(self, tenant: str, **claims: Any) -> tuple[str, str, str]:
         """(token, jti, kid) of a Tapis-shaped access token signed by the tenant's key."""
-        jti = str(uuid.uuid4())
         issuer = (await self.call("GET", f"/internal/tenants/{tenant}"))["issuer"]
-        body = {
-            "jti": jti,
-            "iss": issuer,  # verifiers require the tenant's own issuer
-            "sub": f"alice@{tenant}",
-            "tapis/tenant_id": tenant,
-            "tapis/token_type": "access",
-            "exp": int(time.time()) + 300,
-            **claims,
-        }
+        body = access_claims(tenant, issuer=issuer, **claims)
         reply = await self.call("POST", f"/internal/tenants/{tenant}/sign", {"claims": [body]})
-        return reply["tokens"][0], jti, reply["kid"]
+        return reply["tokens"][0], body["jti"], reply["kid"]
 
     async def issue(self, tenant: str, username: str = "alice") -> tuple[str, str, str]:
         """(token, jti, kid) of an access token made by the issuer, which records it."""
-        status, reply = await self.services.call(
-            "POST",
-            "issuer",
-            "/internal/jwt",
-            json={
-                "tenant": tenant,
-                "username": username,
-                "account_type": "user",
-                "minter": {"kind": "operator"},
-            },
-        )
-        assert status == 200, reply
+        reply = await self.services.jwt(tenant, username)
         token = reply["access_token"]["access_token"]
         return token, reply["access_token"]["jti"], jwt.get_unverified_header(token)["kid"]
 
@@ -107,9 +85,7 @@ async def subscriber(stack: Stack) -> AsyncIterator[Subscriber]:
 
 
 async def _tenant(stack: Stack) -> str:
-    tenant = f"t-{secrets.token_hex(4)}"
-    await stack.call("POST", "/internal/tenants", {"id": tenant})
-    return tenant
+    return await stack.services.tenant()
 
 
 async def test_token_signed_by_keys_verifies_until_revoked(

@@ -35,7 +35,7 @@ from services.keys.settings import Settings as KeysSettings
 from shared.db import create_pool
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig, VerifierUnavailable
-from tests.factories import revoke_jwt_body
+from tests.factories import access_claims, revoke_jwt_body
 from tests.harness import Services, running_stack
 from tests.integration.keys_support import call, keys_env, refusal, refused_as, running_keys
 from tests.waiting import wait_for
@@ -115,18 +115,7 @@ async def sign(
     that key's kid."""
     status, row = await call(session, "GET", f"{keys_url}/internal/tenants/{tenant}")
     assert status == 200, row
-    bodies = [
-        {
-            "jti": str(uuid.uuid4()),
-            "iss": row["issuer"],  # verifiers require the tenant's own issuer
-            "sub": f"alice@{tenant}",
-            "tapis/tenant_id": tenant,
-            "tapis/token_type": "access",
-            "exp": int(time.time()) + 600,
-            **claims,
-        }
-        for _ in range(count)
-    ]
+    bodies = [access_claims(tenant, issuer=row["issuer"], ttl=600, **claims) for _ in range(count)]
     status, reply = await call(
         session, "POST", f"{keys_url}/internal/tenants/{tenant}/sign", json={"claims": bodies}
     )

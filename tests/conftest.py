@@ -173,24 +173,25 @@ def tessera_env(infra: Infra, run_id: str, pki_dir: Path) -> Iterator[dict[str, 
     _delete_queues(env, run_id)
 
 
+def private_settings(tessera_env: dict[str, str], tag: str | None = None) -> dict[str, str]:
+    """The settings that give one more stack, test or tag databases and broker names of its
+    own, under the session's (so the session's clean-up removes them): the database prefix
+    (each service's database is ``<prefix>_<tag>_<service>``, as ``shared.settings.
+    service_database_url`` names it), the exchanges and the queue prefix."""
+    tag = tag or secrets.token_hex(3)
+    return {
+        "TESSERA_DATABASE_PREFIX": f"{tessera_env['TESSERA_DATABASE_PREFIX']}_{tag}",
+        "TESSERA_AMQP_EXCHANGE": f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
+        "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
+        "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
+    }
+
+
 def private_env(
     tessera_env: dict[str, str], tag: str | None = None, **extra: str
 ) -> dict[str, str]:
-    """The session environment with databases and broker names of its own, for one more stack,
-    test or tag (still under the session's names, so the session's clean-up removes them).
-
-    Each service's database is ``<prefix>_<tag>_<service>`` (``shared.settings.
-    service_database_url(env, service)`` names it); ``extra`` settings are added last."""
-    tag = tag or secrets.token_hex(3)
-    env = dict(tessera_env)
-    env.update(
-        TESSERA_DATABASE_PREFIX=f"{tessera_env['TESSERA_DATABASE_PREFIX']}_{tag}",
-        TESSERA_AMQP_EXCHANGE=f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
-        TESSERA_AMQP_DLX=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
-        TESSERA_AMQP_QUEUE_PREFIX=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
-    )
-    env.update(extra)
-    return env
+    """The session environment with :func:`private_settings` of its own; ``extra`` added last."""
+    return {**tessera_env, **private_settings(tessera_env, tag), **extra}
 
 
 def free_port_block(count: int) -> int:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from shared.db import BUS_MIGRATIONS, migrate
 from shared.settings import AmqpNames
-from tests.conftest import private_env
+from tests.conftest import private_settings
 
 
 async def bus_database(tessera_env: dict[str, str], name: str) -> str:
@@ -23,7 +23,7 @@ async def bus_database(tessera_env: dict[str, str], name: str) -> str:
 
 def private_names(tessera_env: dict[str, str]) -> AmqpNames:
     """Names of this test alone, so queues and exchanges of other tests never interfere."""
-    return AmqpNames.from_env(private_env(tessera_env))
+    return AmqpNames.from_env(private_settings(tessera_env))
 
 
 async def ends_within(stopping: Coroutine[Any, Any, None], seconds: float) -> bool:

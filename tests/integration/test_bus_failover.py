@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
@@ -25,7 +25,6 @@ from shared.bus.outbox import OutboxRelay, add_event
 from shared.db import create_pool
 from shared.subscriber.queue import EventQueue
 from tests.integration.bus_support import bus_database, private_names
-from tests.integration.test_bus_outbox import _via_proxy
 from tests.proxy import TcpProxy
 from tests.waiting import wait_for
 
@@ -59,6 +58,13 @@ def _text(record: logging.LogRecord) -> str:
         )
 
 
+def _dead(amqp_url: str) -> str:
+    """``amqp_url`` pointed at the discard port, where nothing listens."""
+    parts = urlsplit(amqp_url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:9"))
+
+
 async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
     tessera_env: dict[str, str],
     pool: asyncpg.Pool,
@@ -69,9 +75,7 @@ async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
     amqp_url = tessera_env["TESSERA_AMQP_URL"]
     password = urlsplit(amqp_url).password
     # A first node nobody listens on, then the two proxies.
-    cluster = ",".join(
-        [_via_proxy(amqp_url, 9), *(_via_proxy(amqp_url, node.port) for node in nodes)]
-    )
+    cluster = ",".join([_dead(amqp_url), *(node.url(amqp_url) for node in nodes)])
     names = private_names(tessera_env)
     applied: list[uuid.UUID] = []
 
@@ -117,7 +121,7 @@ async def test_subscriber_queue_moves_to_the_next_node_and_reports_the_gap(
     tessera_env: dict[str, str], nodes: list[TcpProxy]
 ) -> None:
     amqp_url = tessera_env["TESSERA_AMQP_URL"]
-    cluster = ",".join(_via_proxy(amqp_url, node.port) for node in nodes)
+    cluster = ",".join(node.url(amqp_url) for node in nodes)
     names = private_names(tessera_env)
     received: list[bytes] = []
     events: list[str] = []

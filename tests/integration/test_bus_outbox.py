@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -26,13 +26,6 @@ from tests.proxy import TcpProxy
 from tests.waiting import parked, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _via_proxy(amqp_url: str, port: int) -> str:
-    parts = urlsplit(amqp_url)
-    netloc = parts.netloc.rsplit("@", 1)
-    auth = netloc[0] + "@" if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{port}"))
 
 
 @pytest.fixture
@@ -82,7 +75,7 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
     received: list[Envelope] = []
     await _collect(queue, received)
 
-    broker = Broker(_via_proxy(amqp_url, proxy.port), names)
+    broker = Broker(proxy.url(amqp_url), names)
     await broker.start()
     await asyncio.wait_for(broker.wait_connected(), 10)
     relay = CountingRelay(pool, broker, service="test", poll_interval=0.2)

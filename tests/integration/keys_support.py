@@ -9,20 +9,14 @@ from typing import Any
 import aiohttp
 
 from shared.subscriber import InvalidToken, Subscriber
-from tests.conftest import private_env
 from tests.harness import running_stack
-
-
-def keys_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
-    """The session environment with a keys database private to one test."""
-    return private_env(tessera_env, **extra)
 
 
 @asynccontextmanager
 async def running_keys(env: dict[str, str]) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
     """Start the keys service alone (the harness's) on ``env``; yield its URL and a session.
 
-    ``env`` is used as it is (its databases and names, usually from :func:`keys_env`), so a
+    ``env`` is used as it is (its databases and names, usually from ``private_env``), so a
     test can restart the service on the same database with other settings."""
     async with running_stack(env, ("keys",), private=False) as stack:
         yield stack.urls["keys"], stack.session

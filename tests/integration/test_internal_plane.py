@@ -17,8 +17,9 @@ from services.keys.handlers import CALLERS as KEYS_CALLERS
 from services.revocation.handlers import CALLERS as REVOCATION_CALLERS
 from shared.pki import IDENTITIES, init_pki, issue, load_ca, write_identity
 from shared.tls import ReloadingTls, TesseraConnector, TlsFiles
+from tests.conftest import private_env
 from tests.harness import Services, running_stack
-from tests.integration.keys_support import keys_env, running_keys
+from tests.integration.keys_support import running_keys
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -187,7 +188,7 @@ async def test_replaced_certificate_files_are_used_without_a_restart(
 ) -> None:
     served = tmp_path / "served"
     shutil.copytree(pki_dir, served)
-    env = keys_env(tessera_env, TESSERA_TLS_DIR=str(served))
+    env = private_env(tessera_env, TESSERA_TLS_DIR=str(served))
     old_operator = TlsFiles.from_dir(pki_dir, "operator")
     new_pki = tmp_path / "new"
     init_pki(new_pki)

@@ -13,8 +13,7 @@ import pytest
 
 from services.cli import migrate_all
 from shared.settings import service_database_url
-from tests.conftest import ROOT, free_port_block
-from tests.integration.keys_support import keys_env
+from tests.conftest import ROOT, free_port_block, private_env
 from tests.tls import tls_for
 from tests.waiting import wait_for, wait_until
 
@@ -32,7 +31,7 @@ def _ready(port: int, proc: subprocess.Popen[bytes]) -> bool:
 
 
 async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str, str]) -> None:
-    env = keys_env(
+    env = private_env(
         tessera_env,
         TESSERA_KEY_ROTATION_PERIOD=str(PERIOD),
         TESSERA_KEY_ACTIVATION_DELAY="0",

@@ -35,9 +35,10 @@ from services.keys.settings import Settings as KeysSettings
 from shared.db import create_pool
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig, VerifierUnavailable
+from tests.conftest import private_env
 from tests.factories import access_claims, revoke_jwt_body
 from tests.harness import Services, running_stack
-from tests.integration.keys_support import call, keys_env, refusal, refused_as, running_keys
+from tests.integration.keys_support import call, refusal, refused_as, running_keys
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -201,7 +202,7 @@ async def test_jwks_is_fetched_once_per_max_age(stack: Services) -> None:
 async def test_jwks_is_fetched_again_once_its_max_age_passes(
     stack: Services, tessera_env: dict[str, str]
 ) -> None:
-    async with running_keys(keys_env(tessera_env, TESSERA_JWKS_MAX_AGE="1")) as (url, session):
+    async with running_keys(private_env(tessera_env, TESSERA_JWKS_MAX_AGE="1")) as (url, session):
         tenant = await new_tenant(session, url)
         assert await jwks_max_age(session, url, tenant) == 1
         # The subscriber's own default (300 s) would keep the JWKS far longer than 1 s.
@@ -340,7 +341,7 @@ async def test_unknown_tenant_is_refused(stack: Services) -> None:
 async def test_unreachable_jwks_without_a_cache_is_unavailable_not_invalid(
     stack: Services, tessera_env: dict[str, str]
 ) -> None:
-    async with running_keys(keys_env(tessera_env)) as (url, session):
+    async with running_keys(private_env(tessera_env)) as (url, session):
         tenant = await new_tenant(session, url)
         (token,), _ = await sign(session, url, tenant)
     # That keys service has stopped: nothing answers at its address any more.
@@ -354,7 +355,7 @@ async def test_unreachable_jwks_with_a_cache_keeps_verifying_with_the_cached_key
 ) -> None:
     sub: Subscriber | None = None
     try:
-        async with running_keys(keys_env(tessera_env)) as (url, session):
+        async with running_keys(private_env(tessera_env)) as (url, session):
             tenant = await new_tenant(session, url)
             (first, second), _ = await sign(session, url, tenant, count=2)
             # Every unknown kid or expired entry tries the keys service again at once.

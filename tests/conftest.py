@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import DATABASE_SERVICES, service_database_url
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,17 +175,25 @@ def tessera_env(infra: Infra, run_id: str, pki_dir: Path) -> Iterator[dict[str, 
     _delete_queues(env, run_id)
 
 
-def private_stack_env(tessera_env: dict[str, str], tag: str) -> dict[str, str]:
-    """The session environment with databases and broker names of its own for one more stack
-    (still under the session's names, so the session's clean-up removes them)."""
-    env = dict(tessera_env)
-    env.update(
-        TESSERA_DATABASE_PREFIX=f"{tessera_env['TESSERA_DATABASE_PREFIX']}_{tag}",
-        TESSERA_AMQP_EXCHANGE=f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
-        TESSERA_AMQP_DLX=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
-        TESSERA_AMQP_QUEUE_PREFIX=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
-    )
-    return env
+def private_settings(tessera_env: dict[str, str], tag: str | None = None) -> dict[str, str]:
+    """The settings that give one more stack, test or tag databases and broker names of its
+    own, under the session's (so the session's clean-up removes them): the database prefix
+    (each service's database is ``<prefix>_<tag>_<service>``, as ``shared.settings.
+    service_database_url`` names it), the exchanges and the queue prefix."""
+    tag = tag or secrets.token_hex(3)
+    return {
+        "TESSERA_DATABASE_PREFIX": f"{tessera_env['TESSERA_DATABASE_PREFIX']}_{tag}",
+        "TESSERA_AMQP_EXCHANGE": f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
+        "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
+        "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
+    }
+
+
+def private_env(
+    tessera_env: dict[str, str], tag: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The session environment with :func:`private_settings` of its own; ``extra`` added last."""
+    return {**tessera_env, **private_settings(tessera_env, tag), **extra}
 
 
 def free_port_block(count: int) -> int:
@@ -278,15 +286,20 @@ def _start_stack(env: dict[str, str], log_path: Path, timeout: float, cwd: Path)
     stack = Stack(proc, stack_env, port, log_path)
     stack.urls = urls
     stack.ops = {name: f"http://127.0.0.1:{port + len(names) + i}" for i, name in enumerate(names)}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"tessera dev exited {proc.returncode}:\n{stack.logs()[-4000:]}")
-        if "Tessera gateway listening on" in stack.logs():
-            return stack
-        time.sleep(0.1)
-    stop_stack(stack)
-    raise RuntimeError(f"tessera dev not ready in {timeout}s:\n{stack.logs()[-4000:]}")
+        return "Tessera gateway listening on" in stack.logs()
+
+    try:
+        wait_until(listening, timeout=timeout, what="tessera dev listening")
+    except AssertionError:
+        stop_stack(stack)
+        raise RuntimeError(
+            f"tessera dev not ready in {timeout}s:\n{stack.logs()[-4000:]}"
+        ) from None
+    return stack
 
 
 def stop_stack(stack: Stack) -> None:

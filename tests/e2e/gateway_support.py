@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import secrets
 import urllib.error
 import urllib.request
 from typing import Any
 
 from tests.conftest import Stack
+from tests.factories import unique as unique  # the e2e tests import it from here
 from tests.tls import https_context
 
 
@@ -30,10 +30,6 @@ def mint(
     out = stack.cli(*args).stdout.strip()
     assert "\n" not in out
     return out
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def ensure_tenant(stack: Stack, tenant: str) -> None:

@@ -7,9 +7,7 @@ this file is the contract the module must keep (docs/authorization.md).
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,25 +16,19 @@ import pytest
 
 from tests.conftest import Stack
 from tests.e2e.gateway_support import ensure_tenant, http, http_json, mint, unique
+from tests.factories import (
+    JSON,
+    basic,
+    bearer,
+    databricks_body,
+    jobmanager_body,
+    lagrello_body,
+    tapis_body,
+    tapis_headers,
+)
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-JSON = {"Content-Type": "application/json"}
-
-
-def until(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    """Poll ``condition`` until it holds, failing after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def tapis_headers(token: str | None) -> dict[str, str]:
-    return {**JSON, **({"X-Tapis-Token": token} if token else {})}
 
 
 @dataclass
@@ -57,26 +49,18 @@ class World:
 
 
 def tapis_create(
-    stack: Stack, token: str | None, body: dict[str, Any], *, basic: tuple[str, str] | None = None
+    stack: Stack,
+    token: str | None,
+    body: dict[str, Any],
+    *,
+    credentials: tuple[str, str] | None = None,
 ) -> tuple[int, Any]:
-    headers = tapis_headers(token)
-    if basic is not None:
-        encoded = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-        headers["Authorization"] = f"Basic {encoded}"
+    headers = {**tapis_headers(token), **(basic(*credentials) if credentials else {})}
     return http_json("POST", f"{stack.gateway}/v3/tokens", body=body, headers=headers)
 
 
 def tapis_pair(stack: Stack, token: str, tenant: str, user: str) -> dict[str, Any]:
-    status, body = tapis_create(
-        stack,
-        token,
-        {
-            "account_type": "user",
-            "token_tenant_id": tenant,
-            "token_username": user,
-            "generate_refresh_token": True,
-        },
-    )
+    status, body = tapis_create(stack, token, tapis_body(tenant, user, refresh=True))
     assert status == 200, body
     return body["result"]  # type: ignore[no-any-return]
 
@@ -113,12 +97,7 @@ def world(stack: Stack) -> World:
     status, body = tapis_create(
         stack,
         callers["admin"].token,
-        {
-            "account_type": "service",
-            "token_tenant_id": "dev",
-            "token_username": service,
-            "target_site_id": "tacc",
-        },
+        tapis_body("dev", service, account_type="service", target_site_id="tacc"),
     )
     assert status == 200, body
     callers["service"] = Caller(
@@ -128,7 +107,7 @@ def world(stack: Stack) -> World:
     status, made = http_json(
         "POST",
         f"{g}/v1/api_access_token",
-        body={"identity": callers["admin"].subject},
+        body=jobmanager_body(callers["admin"].subject),
         headers=JSON,
     )
     assert status == 200, made
@@ -151,7 +130,7 @@ def lagrello_token(world: World, owner: Caller) -> dict[str, Any]:
     status, made = http_json(
         "POST",
         f"{world.stack.gateway}/v1/tokens",
-        body={"tokenName": unique("t")},
+        body=lagrello_body(),
         headers={**JSON, **bearer(owner.token)},
     )
     assert status == 200, made
@@ -190,7 +169,7 @@ def op_databricks_create(world: World, c: Caller) -> bool:
     status, body = http_json(
         "POST",
         f"{world.stack.gateway}/api/2.0/token/create",
-        body={"comment": "authz", "lifetime_seconds": 600},
+        body=databricks_body("authz", lifetime_seconds=600),
         headers={**JSON, **bearer(c.token)},
     )
     if status == 200:
@@ -229,7 +208,7 @@ def op_lagrello_create(world: World, c: Caller) -> bool:
     status, body = http_json(
         "POST",
         f"{world.stack.gateway}/v1/tokens",
-        body={"tokenName": "authz", "permissions": ["READ"]},
+        body=lagrello_body("authz", permissions=["READ"]),
         headers={**JSON, **bearer(c.token)},
     )
     if status == 200:
@@ -263,12 +242,9 @@ def op_lagrello_delete_victims(world: World, c: Caller, key: str) -> bool:
 
 
 def op_tapis_create_self(world: World, c: Caller) -> bool:
-    body = {
-        "account_type": c.account_type,
-        "token_tenant_id": c.tenant,
-        "token_username": c.subject or "nobody",
-        "target_site_id": "tacc",
-    }
+    body = tapis_body(
+        c.tenant, c.subject or "nobody", account_type=c.account_type, target_site_id="tacc"
+    )
     status, reply = tapis_create(world.stack, c.token, body)
     if status == 200:
         return True
@@ -277,11 +253,7 @@ def op_tapis_create_self(world: World, c: Caller) -> bool:
 
 
 def op_tapis_create_for_victim(world: World, c: Caller) -> bool:
-    body = {
-        "account_type": "user",
-        "token_tenant_id": "dev",
-        "token_username": world.victim.subject,
-    }
+    body = tapis_body("dev", world.victim.subject)
     status, reply = tapis_create(world.stack, c.token, body)
     if status == 200:
         return True
@@ -406,13 +378,9 @@ def test_authorization_table(world: World, operation: str, caller: str) -> None:
 def test_extra_claims_never_set_a_right(world: World, claims: dict[str, Any]) -> None:
     for name in ("user", "service"):
         c = world.callers[name]
-        body = {
-            "account_type": c.account_type,
-            "token_tenant_id": "dev",
-            "token_username": c.subject,
-            "target_site_id": "tacc",
-            "claims": claims,
-        }
+        body = tapis_body(
+            "dev", c.subject, account_type=c.account_type, target_site_id="tacc", claims=claims
+        )
         status, reply = tapis_create(world.stack, c.token, body)
         assert (status, reply["status"]) == (400, "error"), reply
         assert next(iter(claims)) in reply["message"]
@@ -421,12 +389,7 @@ def test_extra_claims_never_set_a_right(world: World, claims: dict[str, Any]) ->
 def test_a_self_granted_admin_claim_gives_no_admin(world: World) -> None:
     """The reproduction of the issue: the claim was accepted and made an admin."""
     c = world.callers["user"]
-    body = {
-        "account_type": "user",
-        "token_tenant_id": "dev",
-        "token_username": c.subject,
-        "claims": {"tessera/permissions": ["admin"], "team": "blue"},
-    }
+    body = tapis_body("dev", c.subject, claims={"tessera/permissions": ["admin"], "team": "blue"})
     status, _ = tapis_create(world.stack, c.token, body)
     assert status == 400
     del body["claims"]["tessera/permissions"]  # type: ignore[attr-defined]
@@ -459,7 +422,7 @@ def test_a_jobmanager_identity_is_never_the_user_of_that_name(world: World) -> N
     status, reply = tapis_create(
         world.stack,
         jm.token,
-        {"account_type": "user", "token_tenant_id": "dev", "token_username": admin.subject},
+        tapis_body("dev", admin.subject),
     )
     assert status == 400 and reply["result"] is None
     # It does authenticate as itself.
@@ -479,8 +442,8 @@ def test_a_refresh_token_is_never_a_credential(world: World) -> None:
     status, body = tapis_create(
         world.stack,
         None,
-        {"account_type": "user", "token_tenant_id": "dev", "token_username": refresh.subject},
-        basic=(refresh.subject, refresh.token),
+        tapis_body("dev", refresh.subject),
+        credentials=(refresh.subject, refresh.token),
     )
     assert (status, body["status"]) == (400, "error")
     # Introspection says what it is without making it usable.
@@ -505,7 +468,11 @@ def test_an_access_token_minted_by_refresh_dies_with_its_family(world: World) ->
     # Replays past the grace retries are reuse: the family, this access token included, dies.
     statuses = [exchange(refresh)[0] for _ in range(6)]
     assert statuses[-1] == 400
-    until(lambda: not op_databricks_list(world, Caller("x", access, "dev", user.subject)))
+    wait_until(
+        lambda: not op_databricks_list(world, Caller("x", access, "dev", user.subject)),
+        timeout=15,
+        what="the family's access token refused",
+    )
 
 
 def audit_actors(world: World, request_id: str) -> set[str]:
@@ -523,7 +490,7 @@ def test_a_public_client_cannot_name_the_audit_actor(world: World) -> None:
     status, _ = http_json(
         "POST",
         f"{g}/v1/api_access_token",
-        body={"identity": unique("ci")},
+        body=jobmanager_body(unique("ci")),
         headers={**forged, "X-Request-ID": request_id},
     )
     assert status == 200
@@ -546,7 +513,7 @@ def test_a_public_client_cannot_name_the_audit_actor(world: World) -> None:
     status, _ = http_json(
         "POST",
         f"{g}/api/2.0/token/create",
-        body={"comment": "forged actor"},
+        body=databricks_body("forged actor"),
         headers={**forged, **bearer(user.token), "X-Request-ID": request_id},
     )
     assert status == 200
@@ -558,19 +525,18 @@ def test_introspection_takes_client_basic_auth_and_challenges_without_it(world: 
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     status, headers, _ = http("POST", f"{g}/oauth2/introspect", raw=b"token=x", headers=form)
     assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
-    basic = base64.b64encode(f"{user.subject}:{user.token}".encode()).decode()
+    assert user.token is not None
     status, body = http_json(
         "POST",
         f"{g}/oauth2/introspect",
         raw=f"token={world.victim_dapi}".encode(),
-        headers={**form, "Authorization": f"Basic {basic}"},
+        headers={**form, **basic(user.subject, user.token)},
     )
     assert status == 200 and body["active"] and body["sub"] == world.victim.subject
-    wrong = base64.b64encode(f"someone-else:{user.token}".encode()).decode()
     status, headers, _ = http(
         "POST",
         f"{g}/oauth2/introspect",
         raw=b"token=x",
-        headers={**form, "Authorization": f"Basic {wrong}"},
+        headers={**form, **basic("someone-else", user.token)},
     )
     assert status == 401 and "WWW-Authenticate" in headers

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, free_port_block, private_stack_env, start_stack, stop_stack
+from tests.conftest import Stack, free_port_block, private_env, start_stack, stop_stack
 from tests.e2e.gateway_support import http_json, mint
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -99,10 +100,10 @@ def test_request_id_appears_in_gateway_and_backend_logs(stack: Stack) -> None:
                     seen.add(record["service"])
         return seen
 
-    deadline = time.monotonic() + 10
-    while services_logging_it() != {"gateway", "issuer", "keys", "revocation"}:
-        assert time.monotonic() < deadline, services_logging_it()
-        time.sleep(0.05)
+    wait_until(
+        lambda: services_logging_it() == {"gateway", "issuer", "keys", "revocation"},
+        what=f"every service logging the request (so far: {services_logging_it()})",
+    )
 
 
 def _operator_env(state: Path) -> dict[str, str]:
@@ -134,7 +135,7 @@ def test_operator_commands_find_the_dev_stack_from_another_directory(
     state, started_in, elsewhere = tmp_path / "state", tmp_path / "a", tmp_path / "b"
     for directory in (state, started_in, elsewhere):
         directory.mkdir()
-    env = private_stack_env(tessera_env, "devfind")
+    env = private_env(tessera_env, "devfind")
     # Dev secrets from .tessera-dev/, as for a new user: no KEK or pepper in the environment.
     for name in ("TESSERA_KEK", "TESSERA_TOKEN_PEPPER"):
         env.pop(name)
@@ -212,7 +213,7 @@ def test_operator_commands_find_the_dev_stack_from_another_directory(
 def test_dev_on_a_busy_port_fails_with_one_line_and_creates_nothing(
     stack: Stack, tessera_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = private_stack_env(tessera_env, "devbusy")
+    env = private_env(tessera_env, "devbusy")
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     # The session's stack listens on these ports: its readiness probe must not be taken
     # for this one's.

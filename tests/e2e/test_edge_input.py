@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Stack
 from tests.e2e.gateway_support import http, http_json, mint, unique
 from tests.tls import https_context
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -188,10 +189,11 @@ def logged_request_ids(stack: Stack, service: str) -> set[str]:
 
 
 def wait_for_keys_log(stack: Stack, request_id: str) -> None:
-    deadline = time.monotonic() + 15
-    while request_id not in logged_request_ids(stack, "keys"):
-        assert time.monotonic() < deadline, "the keys service never logged the control call"
-        time.sleep(0.1)
+    wait_until(
+        lambda: request_id in logged_request_ids(stack, "keys"),
+        timeout=15,
+        what="the keys service logging the control call",
+    )
 
 
 def test_traversal_paths_get_400_and_make_no_internal_call(stack: Stack) -> None:

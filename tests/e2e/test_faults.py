@@ -23,12 +23,13 @@ from tests.conftest import (
     ROOT,
     Stack,
     free_port_block,
-    private_stack_env,
+    private_env,
     start_stack,
     stop_stack,
 )
 from tests.e2e.gateway_support import http, http_json, mint
 from tests.proxy import TcpProxy
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -66,7 +67,7 @@ def proxied(
     pg = ProxyThread(tessera_env["TESSERA_DATABASE_URL"], 5432)
     mq = ProxyThread(tessera_env["TESSERA_AMQP_URL"], 5672)
     env = dict(
-        private_stack_env(tessera_env, "fault"),
+        private_env(tessera_env, "fault"),
         TESSERA_DATABASE_URL=pg.url,
         TESSERA_AMQP_URL=mq.url,
     )
@@ -121,10 +122,7 @@ def test_broker_down_for_ten_seconds_loses_nothing(
         daemon=True,
     )
     thread.start()
-    deadline = time.monotonic() + 10
-    while not ready.is_set():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(ready.is_set, what="the event collector bound")
     token = mint(stack, "loader")
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     created: list[str] = []
@@ -153,14 +151,13 @@ def test_broker_down_for_ten_seconds_loses_nothing(
             time.sleep(0.05)
     finally:
         mq.restore()
-    deadline = time.monotonic() + 60
-    while True:
+
+    def missing() -> tuple[int, int]:
         issued = {e["data"].get("display_id") for e in events if e["type"] == "token.issued"}
         gone = {e["data"].get("display_id") for e in events if e["type"] == "token.revoked"}
-        if set(created) <= issued and set(revoked) <= gone:
-            break
-        assert time.monotonic() < deadline, (len(set(created) - issued), len(set(revoked) - gone))
-        time.sleep(0.2)
+        return len(set(created) - issued), len(set(revoked) - gone)
+
+    wait_until(lambda: missing() == (0, 0), timeout=60, what=f"every event published {missing()}")
     loop.call_soon_threadsafe(stop.set)
     thread.join(timeout=10)
     assert len(created) >= 20 and revoked
@@ -206,12 +203,14 @@ def test_database_restart_answers_503_in_dialect_shape_then_recovers(
         assert 503 in seen
     finally:
         pg.restore()
-    deadline = time.monotonic() + 30
-    while (
-        http_json("POST", f"{stack.gateway}/api/2.0/token/create", body={}, headers=auth)[0] != 200
-    ):
-        assert time.monotonic() < deadline, "no recovery after PostgreSQL returned"
-        time.sleep(0.2)
+    wait_until(
+        lambda: (
+            http_json("POST", f"{stack.gateway}/api/2.0/token/create", body={}, headers=auth)[0]
+            == 200
+        ),
+        timeout=30,
+        what="recovery after PostgreSQL returned",
+    )
 
 
 def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -224,29 +223,22 @@ def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _ready(url: str) -> bool:
+    try:
+        return http("GET", f"{url}/readyz")[0] == 200
+    except OSError:
+        return False  # not listening yet
+
+
 def _wait_ready(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if http("GET", f"{url}/readyz")[0] == 200:
-                return
-        except OSError:
-            pass  # not listening yet
-        assert time.monotonic() < deadline, f"{url} not ready"
-        time.sleep(0.1)
+    wait_until(lambda: _ready(url), timeout=timeout, what=f"{url} ready")
 
 
 def test_killed_service_gives_503_then_recovers(tessera_env: dict[str, str]) -> None:
     from services.cli import migrate_all
     from services.dev import dev_environment
 
-    base = dict(
-        tessera_env,
-        TESSERA_DATABASE_PREFIX=tessera_env["TESSERA_DATABASE_PREFIX"] + "_kill",
-        TESSERA_AMQP_EXCHANGE=tessera_env["TESSERA_AMQP_EXCHANGE"] + ".kill",
-        TESSERA_AMQP_QUEUE_PREFIX=tessera_env["TESSERA_AMQP_QUEUE_PREFIX"] + "kill.",
-    )
-    env = dev_environment(base, "127.0.0.1", free_port_block(8))
+    env = dev_environment(private_env(tessera_env, "kill"), "127.0.0.1", free_port_block(8))
     asyncio.run(migrate_all(env, ["keys", "issuer", "revocation"]))
     procs = {name: _start(name, env) for name in ("keys", "issuer", "revocation")}
     try:
@@ -280,10 +272,14 @@ def test_killed_service_gives_503_then_recovers(tessera_env: dict[str, str]) -> 
         status, _, raw = http("POST", f"{gateway}/v1/tokens", body={"tokenName": "x"}, headers=auth)
         assert status == 503 and json.loads(raw)["errorType"]
         procs["issuer"] = _start("issuer", env)
-        deadline = time.monotonic() + 30
-        while http_json("POST", f"{gateway}/api/2.0/token/create", body={}, headers=auth)[0] != 200:
-            assert time.monotonic() < deadline, "the gateway did not recover"
-            time.sleep(0.2)
+        wait_until(
+            lambda: (
+                http_json("POST", f"{gateway}/api/2.0/token/create", body={}, headers=auth)[0]
+                == 200
+            ),
+            timeout=30,
+            what="the gateway recovered",
+        )
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -306,13 +302,6 @@ def _metric(url: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def _wait_for(what: str, check: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 BROKER_CONNECTIONS = {
     "keys": "tessera-keys",
     "issuer": "tessera-issuer",
@@ -327,11 +316,12 @@ def test_broker_restart_logs_one_lost_and_one_reconnected_line_per_service(
     stack, _pg, mq = proxied
     token = mint(stack, "outage")
     for service, connection in BROKER_CONNECTIONS.items():
-        _wait_for(
-            f"{service} connected",
+        wait_until(
             lambda s=service, c=connection: (
                 _metric(stack.ops[s], "tessera_broker_connected", connection=c) == 1.0
             ),
+            timeout=30,
+            what=f"{service} connected",
         )
     mark = len(stack.logs())
 
@@ -347,7 +337,11 @@ def test_broker_restart_logs_one_lost_and_one_reconnected_line_per_service(
 
     mq.cut()
     try:
-        _wait_for("every service saw the loss", lambda: len(events("broker connection lost")) >= 4)
+        wait_until(
+            lambda: len(events("broker connection lost")) >= 4,
+            timeout=30,
+            what="every service saw the loss",
+        )
         for service, connection in BROKER_CONNECTIONS.items():
             assert (
                 _metric(stack.ops[service], "tessera_broker_connected", connection=connection)
@@ -362,18 +356,22 @@ def test_broker_restart_logs_one_lost_and_one_reconnected_line_per_service(
         )
         assert status == 200
         issuer = stack.ops["issuer"]
-        _wait_for(
-            "the outbox shows its oldest event's age",
+        wait_until(
             lambda: (
                 (_metric(issuer, "tessera_outbox_oldest_age_seconds", service="issuer") or 0) > 1.0
             ),
+            timeout=30,
+            what="the outbox shows its oldest event's age",
         )
     finally:
         mq.restore()
-    _wait_for("every service reconnected", lambda: len(events("broker reconnected")) >= 4)
-    _wait_for(
-        "the outbox drained",
+    wait_until(
+        lambda: len(events("broker reconnected")) >= 4, timeout=30, what="every service reconnected"
+    )
+    wait_until(
         lambda: _metric(issuer, "tessera_outbox_oldest_age_seconds", service="issuer") == 0.0,
+        timeout=30,
+        what="the outbox drained",
     )
     for service, connection in BROKER_CONNECTIONS.items():
         assert _metric(stack.ops[service], "tessera_broker_connected", connection=connection) == 1.0
@@ -409,12 +407,13 @@ def test_revocation_seq_and_subscriber_seq_give_the_lag_by_subtraction(
         headers=auth,
     )
     assert status == 200
-    _wait_for(
-        "the gateway saw the revocation",
+    wait_until(
         lambda: (
             (_metric(stack.ops["gateway"], "tessera_subscriber_seq", subscriber="gateway") or 0)
             >= 1
         ),
+        timeout=30,
+        what="the gateway saw the revocation",
     )
     seq = _metric(stack.ops["gateway"], "tessera_subscriber_seq", subscriber="gateway") or 0
 
@@ -423,4 +422,4 @@ def test_revocation_seq_and_subscriber_seq_give_the_lag_by_subtraction(
         gateway = _metric(stack.ops["gateway"], "tessera_subscriber_seq", subscriber="gateway")
         return service is not None and service >= seq and gateway == service
 
-    _wait_for("both seqs at the revocation", caught_up)
+    wait_until(caught_up, timeout=30, what="both seqs at the revocation")

@@ -8,16 +8,16 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import ROOT, Stack, private_stack_env, start_stack, stop_stack
+from tests.conftest import ROOT, Stack, private_env, start_stack, stop_stack
 from tests.e2e.gateway_support import http_json, mint
 from tests.tls import identity_context
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +35,8 @@ def _records(stack: Stack) -> list[dict[str, Any]]:
 
 def _request_line(stack: Stack, request_id: str, service: str) -> dict[str, Any]:
     """One service's line for one request (the id follows it to other services), waited for."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def found() -> dict[str, Any] | None:
         for record in _records(stack):
             if (
                 record.get("event") == "request"
@@ -44,8 +44,9 @@ def _request_line(stack: Stack, request_id: str, service: str) -> dict[str, Any]
                 and record.get("service") == service
             ):
                 return record
-        assert time.monotonic() < deadline, f"no request line for {request_id}"
-        time.sleep(0.05)
+        return None
+
+    return wait_until(found, what=f"the {service} request line of {request_id}")
 
 
 def _rid() -> str:
@@ -125,7 +126,7 @@ def test_an_actor_never_carries_over_to_the_next_request_on_a_connection(stack: 
 def test_an_idle_stack_logs_its_feed_polls_at_debug_only(
     tessera_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = dict(private_stack_env(tessera_env, "quiet"), TESSERA_LOG_LEVEL="debug")
+    env = dict(private_env(tessera_env, "quiet"), TESSERA_LOG_LEVEL="debug")
     stack = start_stack(env, tmp_path / "dev.log")
     try:
         ready_at = stack.logs().index("Tessera gateway listening on")
@@ -141,17 +142,14 @@ def test_an_idle_stack_logs_its_feed_polls_at_debug_only(
             ]
 
         # The subscriber polls every 5 s: wait for one poll, seen at debug.
-        deadline = time.monotonic() + 30
-        while not feed_lines("debug"):
-            assert time.monotonic() < deadline, "no feed poll logged at debug"
-            time.sleep(0.2)
+        wait_until(lambda: feed_lines("debug"), timeout=30, what="a feed poll logged at debug")
         assert feed_lines("info") == []
     finally:
         stop_stack(stack)
 
 
 def test_migration_lines_are_json(tessera_env: dict[str, str]) -> None:
-    env = private_stack_env(tessera_env, "migjson")
+    env = private_env(tessera_env, "migjson")
     result = subprocess.run(
         [sys.executable, "-m", "services.cli", "migrate", "--service", "keys"],
         env=env,

@@ -20,10 +20,10 @@ import pytest
 
 from tests.conftest import ROOT, Stack
 from tests.e2e.gateway_support import http_json, mint, unique
+from tests.factories import JSON
 
 pytestmark = pytest.mark.e2e
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-JSON = {"Content-Type": "application/json"}
 
 
 def outside_example() -> str:

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, private_stack_env, start_stack, stop_stack
+from tests.conftest import Stack, private_env, start_stack, stop_stack
 from tests.e2e.gateway_support import http_json, mint, unique
-from tests.e2e.test_authorization import JSON, tapis_pair, until
+from tests.e2e.test_authorization import tapis_pair
+from tests.factories import JSON
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +39,7 @@ def no_grace_stack(
     tessera_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """A stack of its own, whose revocation service the test may freeze."""
-    env = dict(private_stack_env(tessera_env, "reuse"), TESSERA_REFRESH_GRACE_SECONDS="0")
+    env = dict(private_env(tessera_env, "reuse"), TESSERA_REFRESH_GRACE_SECONDS="0")
     stack = start_stack(env, Path(tmp_path_factory.mktemp("reuse")) / "dev.log")
     yield stack
     stop_stack(stack)
@@ -74,7 +76,7 @@ def test_reuse_while_the_revocation_service_is_down_still_reaches_subscribers(
     finally:
         os.kill(revocation, signal.SIGCONT)
     # Once it is back, the family's revocation reaches the gateway's subscriber.
-    until(lambda: not accepted(stack, access), seconds=30)
+    wait_until(lambda: not accepted(stack, access), timeout=30, what="the access token refused")
     assert not accepted(stack, pair["access_token"]["access_token"])
 
 
@@ -99,6 +101,6 @@ def test_grace_retries_work_on_every_algorithm_and_are_bounded(stack: Stack, alg
     results = [exchange(stack, refresh) for _ in range(5)]
     assert [status for status, _ in results] == [200, 200, 200, 200, 400]
     access = results[0][1]["result"]["access_token"]["access_token"]
-    until(lambda: not accepted(stack, access))
+    wait_until(lambda: not accepted(stack, access), timeout=15, what="the access token refused")
     status, _ = exchange(stack, results[0][1]["result"]["refresh_token"]["refresh_token"])
     assert status == 400

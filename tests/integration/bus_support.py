@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.db import BUS_MIGRATIONS, migrate
 from shared.settings import AmqpNames
+from tests.conftest import private_settings
 
 
 async def bus_database(tessera_env: dict[str, str], name: str) -> str:
@@ -23,12 +23,7 @@ async def bus_database(tessera_env: dict[str, str], name: str) -> str:
 
 def private_names(tessera_env: dict[str, str]) -> AmqpNames:
     """Names of this test alone, so queues and exchanges of other tests never interfere."""
-    tag = secrets.token_hex(3)
-    return AmqpNames(
-        exchange=f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.{tag}",
-        dead_letter_exchange=f"{tessera_env['TESSERA_AMQP_DLX']}.{tag}",
-        queue_prefix=f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}{tag}.",
-    )
+    return AmqpNames.from_env(private_settings(tessera_env))
 
 
 async def ends_within(stopping: Coroutine[Any, Any, None], seconds: float) -> bool:

@@ -1,43 +1,25 @@
-"""A real keys service for the keys tests, in-process, on a database of its own."""
+"""The keys tests' helpers: a real keys service alone, in-process (tests/harness.py)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from services.cli import migrate_all
-from services.keys.app import create_app
-from services.keys.settings import Settings
 from shared.subscriber import InvalidToken, Subscriber
-from tests.tls import allowed_session, serve
-
-
-def keys_env(tessera_env: dict[str, str], **extra: str) -> dict[str, str]:
-    """The session environment with a keys database private to one test."""
-    tag = secrets.token_hex(3)
-    base = urlsplit(tessera_env["TESSERA_DATABASE_URL"])
-    prefix = tessera_env["TESSERA_DATABASE_PREFIX"]
-    env = dict(tessera_env)
-    env["TESSERA_KEYS_DATABASE_URL"] = urlunsplit(base._replace(path=f"/{prefix}_keys_{tag}"))
-    env.update(extra)
-    return env
+from tests.harness import running_stack
 
 
 @asynccontextmanager
 async def running_keys(env: dict[str, str]) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
-    """Migrate, start the service, and yield its base URL and a client session."""
-    await migrate_all(env, ["keys"])
-    server = await serve(create_app(Settings.from_env(env)))
-    try:
-        async with allowed_session(env) as session:
-            yield str(server.make_url("")).rstrip("/"), session
-    finally:
-        await server.close()
+    """Start the keys service alone (the harness's) on ``env``; yield its URL and a session.
+
+    ``env`` is used as it is (its databases and names, usually from ``private_env``), so a
+    test can restart the service on the same database with other settings."""
+    async with running_stack(env, ("keys",), private=False) as stack:
+        yield stack.urls["keys"], stack.session
 
 
 async def call(
@@ -54,3 +36,8 @@ async def refusal(sub: Subscriber, token: str) -> str | None:
     except InvalidToken as exc:
         return exc.reason
     return None
+
+
+async def refused_as(sub: Subscriber, token: str, reason: str | None) -> bool:
+    """Whether ``sub`` refuses ``token`` for ``reason`` (None: verifies it), to poll for."""
+    return await refusal(sub, token) == reason

@@ -15,6 +15,7 @@ from shared.bus.consumer import Consumer
 from shared.bus.envelope import Envelope
 from shared.db import create_pool
 from tests.integration.bus_support import bus_database, private_names
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +27,6 @@ async def pool(tessera_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
         async with pool.acquire() as conn:
             await conn.execute("CREATE TABLE applied (event_id uuid NOT NULL, n int NOT NULL)")
         yield pool
-
-
-async def _poll(fetch, expect, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while (value := await fetch()) != expect:
-            await asyncio.sleep(0.05)
-    return value
 
 
 async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
@@ -71,20 +65,24 @@ async def test_duplicate_event_is_applied_once_and_poison_is_dead_lettered(
                 rows = await conn.fetch("SELECT event_id, n FROM applied")
             return [(r["event_id"], r["n"]) for r in rows]
 
-        await _poll(applied_rows, [(event.id, 7)])
+        async def applied_once() -> bool:
+            return await applied_rows() == [(event.id, 7)]
+
+        await wait_for(applied_once, timeout=15, what="the event applied")
 
         # Both bad messages end in the dead-letter queue instead of looping.
         dead = await channel.declare_queue(
             names.dead_letter_queue, durable=True, arguments=names.durable_arguments()
         )
         dead_bodies: list[bytes] = []
-        async with asyncio.timeout(15):
-            while len(dead_bodies) < 2:
-                message = await dead.get(no_ack=True, fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
+
+        async def two_dead() -> bool:
+            message = await dead.get(no_ack=True, fail=False)
+            if message is not None:
                 dead_bodies.append(message.body)
+            return len(dead_bodies) == 2
+
+        await wait_for(two_dead, timeout=15, what="two dead-lettered messages")
         assert b"{not json" in dead_bodies
         assert poison.to_json() in dead_bodies
         # The poison event was tried twice (once retried), never more; the duplicate applied once.
@@ -155,7 +153,10 @@ async def test_upgrade_applies_what_the_classic_queue_holds_and_deletes_it(
 
         # Both applied, each once: the waiting one from the classic queue, the later one from
         # the quorum queue only (the classic queue was unbound first).
-        await _poll(applied_rows, [(waiting.id, 1), (later.id, 2)])
+        async def both_applied() -> bool:
+            return await applied_rows() == [(waiting.id, 1), (later.id, 2)]
+
+        await wait_for(both_applied, timeout=15, what="both events applied")
 
         async def classic_queue_exists() -> bool:
             probe = await publisher.channel()
@@ -165,7 +166,10 @@ async def test_upgrade_applies_what_the_classic_queue_holds_and_deletes_it(
             except aio_pika.exceptions.ChannelClosed:
                 return False
 
-        await _poll(classic_queue_exists, False)
+        async def classic_queue_gone() -> bool:
+            return not await classic_queue_exists()
+
+        await wait_for(classic_queue_gone, timeout=15, what="the classic queue deleted")
     finally:
         await consumer.close()
         await broker.close()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
@@ -25,8 +25,8 @@ from shared.bus.outbox import OutboxRelay, add_event
 from shared.db import create_pool
 from shared.subscriber.queue import EventQueue
 from tests.integration.bus_support import bus_database, private_names
-from tests.integration.test_bus_outbox import _via_proxy
 from tests.proxy import TcpProxy
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +58,11 @@ def _text(record: logging.LogRecord) -> str:
         )
 
 
-async def _until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+def _dead(amqp_url: str) -> str:
+    """``amqp_url`` pointed at the discard port, where nothing listens."""
+    parts = urlsplit(amqp_url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:9"))
 
 
 async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
@@ -74,9 +75,7 @@ async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
     amqp_url = tessera_env["TESSERA_AMQP_URL"]
     password = urlsplit(amqp_url).password
     # A first node nobody listens on, then the two proxies.
-    cluster = ",".join(
-        [_via_proxy(amqp_url, 9), *(_via_proxy(amqp_url, node.port) for node in nodes)]
-    )
+    cluster = ",".join([_dead(amqp_url), *(node.url(amqp_url) for node in nodes)])
     names = private_names(tessera_env)
     applied: list[uuid.UUID] = []
 
@@ -103,12 +102,12 @@ async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
                 return event.id
 
             first = await commit()
-            await _until(lambda: first in applied)
+            await wait_for(lambda: first in applied, timeout=20)
 
             await nodes[0].cut()  # that node goes away
-            await _until(lambda: nodes[1].open_connections == 1 and broker.connected)
+            await wait_for(lambda: nodes[1].open_connections == 1 and broker.connected, timeout=20)
             second = await commit()
-            await _until(lambda: second in applied)
+            await wait_for(lambda: second in applied, timeout=20)
         finally:
             await relay.stop()
             await consumer.close()
@@ -122,7 +121,7 @@ async def test_subscriber_queue_moves_to_the_next_node_and_reports_the_gap(
     tessera_env: dict[str, str], nodes: list[TcpProxy]
 ) -> None:
     amqp_url = tessera_env["TESSERA_AMQP_URL"]
-    cluster = ",".join(_via_proxy(amqp_url, node.port) for node in nodes)
+    cluster = ",".join(node.url(amqp_url) for node in nodes)
     names = private_names(tessera_env)
     received: list[bytes] = []
     events: list[str] = []
@@ -148,13 +147,15 @@ async def test_subscriber_queue_moves_to_the_next_node_and_reports_the_gap(
             names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         await exchange.publish(aio_pika.Message(b"one"), "test.moved.v1")
-        await _until(lambda: received == [b"one"])
+        await wait_for(lambda: received == [b"one"], timeout=20)
 
         await nodes[0].cut()
         # Lost, then back through the other node: the subscriber fills the gap from the feed.
-        await _until(lambda: events == ["lost", "back"] and nodes[1].open_connections == 1)
+        await wait_for(
+            lambda: events == ["lost", "back"] and nodes[1].open_connections == 1, timeout=20
+        )
         await exchange.publish(aio_pika.Message(b"two"), "test.moved.v1")
-        await _until(lambda: received == [b"one", b"two"])
+        await wait_for(lambda: received == [b"one", b"two"], timeout=20)
     finally:
         await queue.close()
         await publisher.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -22,15 +23,9 @@ from shared.bus.outbox import OutboxRelay, add_event
 from shared.db import create_pool
 from tests.integration.bus_support import bus_database, ends_within, private_names
 from tests.proxy import TcpProxy
+from tests.waiting import parked, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _via_proxy(amqp_url: str, port: int) -> str:
-    parts = urlsplit(amqp_url)
-    netloc = parts.netloc.rsplit("@", 1)
-    auth = netloc[0] + "@" if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{port}"))
 
 
 @pytest.fixture
@@ -48,10 +43,14 @@ async def _collect(queue: aio_pika.abc.AbstractQueue, into: list[Envelope]) -> s
     return await queue.consume(on_message)
 
 
-async def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+class CountingRelay(OutboxRelay):
+    """A relay that counts its attempts, so a test can wait for one to have happened."""
+
+    attempts = 0
+
+    async def relay_once(self) -> int:
+        self.attempts += 1
+        return await super().relay_once()
 
 
 def _event(tenant: str = "t1") -> Envelope:
@@ -76,14 +75,14 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
     received: list[Envelope] = []
     await _collect(queue, received)
 
-    broker = Broker(_via_proxy(amqp_url, proxy.port), names)
+    broker = Broker(proxy.url(amqp_url), names)
     await broker.start()
     await asyncio.wait_for(broker.wait_connected(), 10)
-    relay = OutboxRelay(pool, broker, service="test", poll_interval=0.2)
+    relay = CountingRelay(pool, broker, service="test", poll_interval=0.2)
     relay.start()
     try:
         await proxy.cut()
-        await _wait_for(lambda: not broker.connected)
+        await wait_for(lambda: not broker.connected)
 
         committed = _event()
         async with pool.acquire() as conn, conn.transaction():
@@ -95,19 +94,28 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
                 raise RuntimeError("the state change failed")
 
         # While the broker is unreachable the event waits in the outbox; nothing is lost.
-        await asyncio.sleep(1.0)
+        tried = relay.attempts
+        await wait_for(lambda: relay.attempts >= tried + 2, what="the relay trying twice more")
         async with pool.acquire() as conn:
             pending = await conn.fetch("SELECT event_id FROM outbox")
         assert [r["event_id"] for r in pending] == [committed.id]
         assert received == []
 
         await proxy.start()
-        await _wait_for(lambda: len(received) >= 1, timeout=30)
-        # Give a duplicate every chance to show up before counting.
-        await asyncio.sleep(1.5)
-        assert [e.id for e in received] == [committed.id]
-        async with pool.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+        await wait_for(lambda: len(received) >= 1, timeout=30)
+
+        async def outbox_empty() -> bool:
+            async with pool.acquire() as conn:
+                return await conn.fetchval("SELECT count(*) FROM outbox") == 0  # type: ignore[no-any-return]
+
+        await wait_for(outbox_empty, what="the outbox emptied")
+        # A duplicate is published before its row is deleted, so before this last event (one
+        # queue, delivered in order): once the last one is in, every duplicate would be too.
+        last = _event()
+        async with pool.acquire() as conn, conn.transaction():
+            await add_event(conn, last)
+        await wait_for(lambda: received[-1].id == last.id, timeout=15, what="the last event")
+        assert [e.id for e in received] == [committed.id, last.id]
     finally:
         await relay.stop()
         await broker.close()
@@ -143,7 +151,7 @@ async def test_relay_started_after_commit_publishes_with_headers(
     relay = OutboxRelay(pool, broker, service="test")
     relay.start()
     try:
-        await _wait_for(lambda: len(messages) >= len(events))
+        await wait_for(lambda: len(messages) >= len(events))
         assert sorted(m.message_id for m in messages) == sorted(str(e.id) for e in events)
         first = messages[0]
         assert first.content_type == "application/json"
@@ -254,7 +262,8 @@ async def test_relay_stops_when_woken_at_the_moment_it_is_cancelled(
         for _ in range(3):
             relay = OutboxRelay(pool, broker, service="test", poll_interval=30)
             relay.start()
-            await asyncio.sleep(0.5)  # idle: waiting to be woken
+            idle = functools.partial(parked, relay._run)
+            await wait_for(idle, what="the relay idle, waiting to be woken")
             relay.wake()
             assert await ends_within(relay.stop(), 5), "the relay kept running after stop()"
 

@@ -4,7 +4,6 @@ demoted primary here; tests/cluster/ promotes a real standby."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from shared.db import create_pool, describe_database
 from shared.http import json_errors
 from tests.integration.bus_support import bus_database
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +51,11 @@ async def test_connection_to_a_read_only_server_is_discarded_and_answered_503(
         assert (await response.json())["error"] == "unavailable"
 
         # The pool's one connection is replaced by a new one, on which writes work again.
-        async with asyncio.timeout(10):
-            while True:
-                async with pool.acquire() as conn:
-                    if conn.get_server_pid() != demoted_pid:
-                        break
-                await asyncio.sleep(0.05)
+        async def replaced() -> bool:
+            async with pool.acquire() as conn:
+                return conn.get_server_pid() != demoted_pid  # type: ignore[no-any-return]
+
+        await wait_for(replaced, what="the demoted connection replaced")
         assert (await client.post("/write")).status == 200
 
 

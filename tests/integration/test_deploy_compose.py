@@ -48,7 +48,7 @@ from deploy.render import (
     service_environment,
 )
 from shared.settings import DATABASE_SERVICES, service_database_url
-from tests.conftest import Infra, free_port_block
+from tests.conftest import Infra, free_port_block, private_settings
 
 pytestmark = pytest.mark.integration
 
@@ -231,12 +231,8 @@ def compose_run(
 ) -> Iterator[ComposeRun]:
     # Names of their own, derived from this session's, so the `stack` fixture of the e2e tests
     # (same session) never shares a database or a queue with these processes.
-    prefix = f"{tessera_env['TESSERA_DATABASE_PREFIX']}_compose"
-    isolation = {
-        "TESSERA_AMQP_EXCHANGE": f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.compose",
-        "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.compose",
-        "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}compose.",
-    }
+    isolation = private_settings(tessera_env, "compose")
+    prefix = isolation.pop("TESSERA_DATABASE_PREFIX")  # the operator's .env sets it
     compose = load_compose(dotenv(tessera_env, prefix))
     base = free_port_block(8)
     ports = {name: base + i for i, name in enumerate(TESSERA)}

@@ -33,7 +33,7 @@ from deploy.local import (
 )
 from deploy.render import K8S_BASE, render_kustomization
 from shared.settings import DATABASE_SERVICES
-from tests.conftest import Infra, free_port_block
+from tests.conftest import Infra, free_port_block, private_settings
 
 pytestmark = pytest.mark.integration
 
@@ -212,12 +212,7 @@ def pods(
     ports.update({f"{name}-ops": base + 4 + i for i, name in enumerate(TESSERA)})
     addresses = service_addresses(rendered, infra, ports)
     # Names of their own, derived from this session's (see test_deploy_compose.py).
-    isolation = {
-        "TESSERA_DATABASE_PREFIX": f"{tessera_env['TESSERA_DATABASE_PREFIX']}_k8s",
-        "TESSERA_AMQP_EXCHANGE": f"{tessera_env['TESSERA_AMQP_EXCHANGE']}.k8s",
-        "TESSERA_AMQP_DLX": f"{tessera_env['TESSERA_AMQP_DLX']}.k8s",
-        "TESSERA_AMQP_QUEUE_PREFIX": f"{tessera_env['TESSERA_AMQP_QUEUE_PREFIX']}k8s.",
-    }
+    isolation = private_settings(tessera_env, "k8s")
     secret = filled_secret(tessera_env, isolation["TESSERA_DATABASE_PREFIX"])
     secret_dir = tmp_path_factory.mktemp("k8s-secrets")
     log_dir = tmp_path_factory.mktemp("k8s-logs")

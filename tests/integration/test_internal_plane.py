@@ -3,7 +3,6 @@ certificates reloaded from disk. Real services, real sockets, real certificates.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import shutil
 import ssl
@@ -18,8 +17,10 @@ from services.keys.handlers import CALLERS as KEYS_CALLERS
 from services.revocation.handlers import CALLERS as REVOCATION_CALLERS
 from shared.pki import IDENTITIES, init_pki, issue, load_ca, write_identity
 from shared.tls import ReloadingTls, TesseraConnector, TlsFiles
-from tests.integration.issuer_stack import Services, running_services
-from tests.integration.keys_support import keys_env, running_keys
+from tests.conftest import private_env
+from tests.harness import Services, running_stack
+from tests.integration.keys_support import running_keys
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ def outsiders(pki_dir: Path, tmp_path: Path) -> dict[str, TlsFiles | None]:
 async def test_every_internal_endpoint_serves_exactly_the_callers_its_table_names(
     tessera_env: dict[str, str], pki_dir: Path, tmp_path: Path
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         before = await state(s, tenant)
         clients: dict[str, TlsFiles | None] = {
@@ -117,7 +118,7 @@ async def test_every_internal_endpoint_serves_exactly_the_callers_its_table_name
 async def test_the_gateway_identity_cannot_sign_create_tenants_or_mint_beyond_a_principal(
     tessera_env: dict[str, str], pki_dir: Path
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         gateway = session_for(TlsFiles.from_dir(pki_dir, "gateway"))
         async with gateway:
@@ -167,7 +168,7 @@ async def test_the_gateway_identity_cannot_sign_create_tenants_or_mint_beyond_a_
 async def test_probes_and_metrics_answer_on_the_ops_port_without_a_certificate(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s, aiohttp.ClientSession() as plain:
+    async with running_stack(tessera_env) as s, aiohttp.ClientSession() as plain:
         for service, ops in s.ops.items():
             for path in ("/healthz", "/readyz", "/metrics"):
                 async with plain.get(ops + path) as resp:
@@ -187,7 +188,7 @@ async def test_replaced_certificate_files_are_used_without_a_restart(
 ) -> None:
     served = tmp_path / "served"
     shutil.copytree(pki_dir, served)
-    env = keys_env(tessera_env, TESSERA_TLS_DIR=str(served))
+    env = private_env(tessera_env, TESSERA_TLS_DIR=str(served))
     old_operator = TlsFiles.from_dir(pki_dir, "operator")
     new_pki = tmp_path / "new"
     init_pki(new_pki)
@@ -204,7 +205,9 @@ async def test_replaced_certificate_files_are_used_without_a_restart(
         for name in ("keys-key.pem", "keys.pem", "ca.pem"):
             (served / f".{name}").write_bytes((new_pki / name).read_bytes())
             (served / f".{name}").replace(served / name)
-        async with asyncio.timeout(15):
-            while await answer(new_operator) != 200:
-                await asyncio.sleep(0.1)
+
+        async def new_ca_served() -> bool:
+            return await answer(new_operator) == 200
+
+        await wait_for(new_ca_served, timeout=15, what="the new certificates served")
         assert await answer(old_operator) == "handshake"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 
 import asyncpg
@@ -11,35 +10,23 @@ import jwt
 import pytest
 
 from services.issuer.issuing import MAX_GRACE_RETRIES
-from tests.integration.issuer_stack import Services, running_services
+from tests.factories import jwt_body, minter, token_body
+from tests.harness import Services, running_stack
 from tests.integration.test_keys_security import dump_database
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 async def create(s: Services, tenant: str, subject: str, **fields: object) -> tuple[int, dict]:  # type: ignore[type-arg]
     return await s.call(
-        "POST",
-        "issuer",
-        "/internal/tokens",
-        json={"tenant": tenant, "subject": subject, "minter": {"kind": "operator"}, **fields},
-    )
+        "POST", "issuer", "/internal/tokens", json=token_body(tenant, subject, **fields)
+    )  # type: ignore[arg-type]
 
 
 def issue_pair(s: Services, tenant: str, username: str) -> Awaitable[tuple[int, dict]]:  # type: ignore[type-arg]
     """The call minting a user's Tapis access and refresh pair, as the operator."""
-    return s.call(
-        "POST",
-        "issuer",
-        "/internal/jwt",
-        json={
-            "tenant": tenant,
-            "username": username,
-            "account_type": "user",
-            "minter": {"kind": "operator"},
-            "generate_refresh_token": True,
-        },
-    )
+    return s.call("POST", "issuer", "/internal/jwt", json=jwt_body(tenant, username, refresh=True))
 
 
 async def _pair(s: Services, tenant: str, username: str) -> dict:  # type: ignore[type-arg]
@@ -52,10 +39,19 @@ async def _refresh(s: Services, token: str) -> tuple[int, dict]:  # type: ignore
     return await s.call("POST", "issuer", "/internal/jwt/refresh", json={"refresh_token": token})
 
 
+async def _refused(s: Services, *values: str, what: str) -> None:
+    """Wait until the issuer refuses every one of ``values`` (expired or revoked)."""
+
+    async def all_refused() -> bool:
+        return not any([await s.authenticates(value) for value in values])
+
+    await wait_for(all_refused, what=what)
+
+
 async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         values = []
         for kind in ("opaque", "databricks", "jobmanager"):
@@ -71,7 +67,7 @@ async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
             renewed["access_token"]["access_token"],
             renewed["refresh_token"]["refresh_token"],
         ]
-        dump = await dump_database(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        dump = await dump_database(s.database_url("issuer"))
     assert len(dump) > 1000  # the dump really holds the records
     for value in values:
         fragments = [value] + (value.split(".") if "." in value else [value[4:]])
@@ -83,7 +79,7 @@ async def test_no_token_value_is_stored_in_any_form_but_its_keyed_hash(
 async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=5)
         for _ in range(4):
             assert (await create(s, tenant, "bo"))[0] == 200
@@ -101,7 +97,7 @@ async def test_concurrent_creates_at_quota_minus_one_make_exactly_one(
 async def test_a_jobmanager_identity_and_the_user_of_that_name_have_separate_quotas(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=2)
         for _ in range(2):
             assert (await create(s, tenant, "ann", kind="jobmanager"))[0] == 200
@@ -117,16 +113,19 @@ async def test_a_jobmanager_identity_and_the_user_of_that_name_have_separate_quo
 async def test_expired_tokens_give_their_quota_back(tessera_env: dict[str, str]) -> None:
     """The quota check keeps an upper bound of each owner's active tokens; when it is reached
     the tokens are counted, so expired (or revoked) ones make room again."""
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=3)
+        short = []
         for _ in range(3):
-            assert (await create(s, tenant, "eve", ttl_seconds=1))[0] == 200
+            status, body = await create(s, tenant, "eve", ttl_seconds=1)
+            assert status == 200
+            short.append(body["value"])
         status, body = await create(s, tenant, "eve")
         assert (status, body["error"]) == (409, "quota_exceeded")
-        await asyncio.sleep(1.2)
+        await _refused(s, *short, what="the 1 s tokens expiring")
         results = await asyncio.gather(*(create(s, tenant, "eve") for _ in range(5)))
         assert sorted(status for status, _ in results) == [200, 200, 200, 409, 409]
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         usage = await conn.fetchval(
             "SELECT issued FROM owner_usage WHERE tenant = $1 AND subject = 'eve'", tenant
         )
@@ -139,7 +138,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
 ) -> None:
     """Creates are group-committed and signatures coalesced: under load every caller must still
     get its own token, each owner's quota must hold, and each event its own request id."""
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=3)
         owners = [f"u{n}" for n in range(12)]
         opaque = [
@@ -147,12 +146,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
                 "POST",
                 "issuer",
                 "/internal/tokens",
-                json={
-                    "tenant": tenant,
-                    "subject": owner,
-                    "name": f"{owner}-{i}",
-                    "minter": {"kind": "operator"},
-                },
+                json=token_body(tenant, owner, name=f"{owner}-{i}"),
                 headers={"X-Request-ID": f"req-{owner}-{i}"},
             )
             for owner in owners
@@ -180,7 +174,7 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
                 )
                 assert claims["sub"] == f"{owner}@{tenant}"
                 assert claims["tapis/token_type"] == kind.removesuffix("_token")
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         audit = await conn.fetch(
             """SELECT request_id, data->>'subject' AS subject FROM audit_log
                WHERE action = 'token.issued' AND data->>'kind' = 'opaque'"""
@@ -192,17 +186,16 @@ async def test_concurrent_creates_share_commits_but_each_gets_its_own_answer(
 
 async def _family_in_feed(s: Services, family: set[str]) -> None:
     """Poll the revocation feed until every token of the family is in it."""
-    deadline = time.monotonic() + 15
-    while True:
+
+    async def published() -> bool:
         _, feed = await s.call("GET", "revocation", "/internal/revocations?since=0")
-        if family <= {r["token_id"] for r in feed["revocations"]}:
-            return
-        assert time.monotonic() < deadline, feed
-        await asyncio.sleep(0.05)
+        return family <= {r["token_id"] for r in feed["revocations"]}
+
+    await wait_for(published, timeout=15, what="the family in the revocation feed")
 
 
 async def _family_of(s: Services, username: str) -> list:  # type: ignore[type-arg]
-    conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+    conn = await asyncpg.connect(s.database_url("issuer"))
     try:
         return await conn.fetch(  # type: ignore[no-any-return]
             "SELECT id, revoked_at FROM tokens WHERE family_id IS NOT NULL AND subject = $1",
@@ -215,7 +208,7 @@ async def _family_of(s: Services, username: str) -> list:  # type: ignore[type-a
 async def test_refresh_races_get_one_pair_a_bounded_number_of_times_then_kill_the_family(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="60") as s:
+    async with running_stack(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="60") as s:
         tenant = await s.tenant()
         refresh = (await _pair(s, tenant, "cy"))["refresh_token"]["refresh_token"]
         results = await asyncio.gather(*(_refresh(s, refresh) for _ in range(20)))
@@ -238,7 +231,7 @@ async def test_refresh_races_get_one_pair_a_bounded_number_of_times_then_kill_th
 
 
 async def test_reuse_after_the_window_revokes_the_family(tessera_env: dict[str, str]) -> None:
-    async with running_services(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="0") as s:
+    async with running_stack(tessera_env, TESSERA_REFRESH_GRACE_SECONDS="0") as s:
         tenant = await s.tenant()
         refresh = (await _pair(s, tenant, "cyd"))["refresh_token"]["refresh_token"]
         status, pair = await _refresh(s, refresh)
@@ -252,7 +245,7 @@ async def test_reuse_after_the_window_revokes_the_family(tessera_env: dict[str, 
 
 
 async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict[str, str]) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         _, made = await create(s, tenant, "dee", permissions=["admin"])
         value = made["value"]
@@ -271,12 +264,7 @@ async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict
             )
             assert (status, body["error"]) == (401, "unauthenticated")
         _, short = await create(s, tenant, "dee", ttl_seconds=1)
-        deadline = time.monotonic() + 10
-        while (
-            await s.call("POST", "issuer", "/internal/authenticate", json={"token": short["value"]})
-        )[0] != 401:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+        await _refused(s, short["value"], what="the 1 s token expiring")
         status, _ = await s.call(
             "POST",
             "revocation",
@@ -284,18 +272,13 @@ async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict
             json={"tenant": tenant, "token_id": made["token"]["id"]},
         )
         assert status == 200
-        deadline = time.monotonic() + 10
-        while (await s.call("POST", "issuer", "/internal/authenticate", json={"token": value}))[
-            0
-        ] != 401:
-            assert time.monotonic() < deadline, "the token.revoked event never reached the issuer"
-            await asyncio.sleep(0.1)
+        await _refused(s, value, what="the token.revoked event reaching the issuer")
 
 
 async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant, other = await s.tenant(quota=1), await s.tenant()
         _, mine = await create(s, tenant, "eve")
         _, theirs = await create(s, other, "eve")
@@ -305,7 +288,7 @@ async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
                 "POST", "issuer", "/internal/tokens/revoked", json={"revocations": revocations}
             )
 
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         try:
             revoked = "SELECT id::text, revoked_at FROM tokens WHERE revoked_at IS NOT NULL"
             for bad in ({"revocations": "x"}, {"revocations": [{"token_id": "a"}]}):
@@ -345,10 +328,10 @@ async def test_marked_revoked_counts_at_once_within_its_own_tenant_only(
 
 
 async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str, str]) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
         _, made = await create(s, tenant, "eve")
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         stamps = []
         for _ in range(3):
             await s.call("POST", "issuer", "/internal/authenticate", json={"token": made["value"]})
@@ -364,7 +347,7 @@ async def test_last_used_is_written_at_most_once_a_minute(tessera_env: dict[str,
 async def test_listing_is_newest_first_and_stable_while_tokens_are_created(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant(quota=1000)
         existing = [
             (await create(s, tenant, "fay", name=str(n)))[1]["token"]["id"] for n in range(25)
@@ -410,9 +393,9 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
     status: int,
     code: str,  # type: ignore[type-arg]
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant = await s.tenant()
-        conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+        conn = await asyncpg.connect(s.database_url("issuer"))
         before = await conn.fetchval(
             "SELECT (SELECT count(*) FROM tokens) + (SELECT count(*) FROM audit_log)"
         )
@@ -420,7 +403,7 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
             "POST",
             "issuer",
             "/internal/tokens",
-            json={"tenant": tenant, "minter": {"kind": "operator"}, **body},
+            json={"tenant": tenant, "minter": minter(), **body},
         )
         assert (got, answer["error"]) == (status, code)
         for raw in (b"{nope", b"[1]", b'"x"'):
@@ -430,13 +413,7 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
             "POST",
             "issuer",
             "/internal/jwt",
-            json={
-                "tenant": tenant,
-                "username": "g",
-                "account_type": "user",
-                "minter": {"kind": "operator"},
-                "claims": {"tapis/sub": "x"},
-            },
+            json=jwt_body(tenant, "g", claims={"tapis/sub": "x"}),
         )
         assert got == 400
         after = await conn.fetchval(
@@ -449,7 +426,7 @@ async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
 async def test_owner_lists_answer_each_query_with_its_own_owners_active_tokens(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_services(tessera_env) as s:
+    async with running_stack(tessera_env) as s:
         tenant, other = await s.tenant(), await s.tenant()
         made: dict[tuple[str, str], list[str]] = {}
         for t, subject, count in ((tenant, "ann", 3), (tenant, "bob", 1), (other, "ann", 2)):
@@ -458,7 +435,7 @@ async def test_owner_lists_answer_each_query_with_its_own_owners_active_tokens(
                 made.setdefault((t, subject), []).insert(0, body["token"]["id"])
         await create(s, tenant, "ann", kind="opaque")  # another kind: not listed
         expired = await create(s, tenant, "bob", kind="databricks", ttl_seconds=1)
-        await asyncio.sleep(1.1)  # ... nor an expired token
+        await _refused(s, expired[1]["value"], what="the 1 s token expiring")  # nor an expired one
         queries = [
             {"tenant": tenant, "subject": "ann", "kinds": ["databricks"], "limit": 10},
             {"tenant": other, "subject": "ann", "kinds": ["databricks"], "limit": 10},

@@ -10,7 +10,8 @@ import jwt
 import pytest
 from jwt.utils import base64url_decode
 
-from tests.integration.keys_support import call, keys_env, running_keys
+from tests.conftest import private_env
+from tests.integration.keys_support import call, running_keys
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def verify(token: str, jwks: dict) -> dict:  # type: ignore[type-arg]
 async def test_token_signed_before_rotation_verifies_after_it_until_it_expires(
     tessera_env: dict[str, str], alg: str
 ) -> None:
-    async with running_keys(keys_env(tessera_env)) as (url, session):
+    async with running_keys(private_env(tessera_env)) as (url, session):
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         assert (
             await call(session, "POST", f"{url}/internal/tenants", json={"id": tenant, "alg": alg})
@@ -73,7 +74,7 @@ async def test_token_signed_before_rotation_verifies_after_it_until_it_expires(
 async def test_retired_key_that_signed_nothing_unexpired_leaves_the_jwks(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_keys(keys_env(tessera_env)) as (url, session):
+    async with running_keys(private_env(tessera_env)) as (url, session):
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         await call(session, "POST", f"{url}/internal/tenants", json={"id": tenant})
         expired_soon = {"sub": "x", "exp": int(time.time()) - 5}
@@ -101,7 +102,9 @@ async def test_retired_key_that_signed_nothing_unexpired_leaves_the_jwks(
 
 
 async def test_delayed_rotation_publishes_before_it_signs(tessera_env: dict[str, str]) -> None:
-    env = keys_env(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="1", TESSERA_KEY_MAINTENANCE_MS="100")
+    env = private_env(
+        tessera_env, TESSERA_KEY_ACTIVATION_DELAY="1", TESSERA_KEY_MAINTENANCE_MS="100"
+    )
     async with running_keys(env) as (url, session):
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         await call(session, "POST", f"{url}/internal/tenants", json={"id": tenant})
@@ -137,7 +140,7 @@ async def test_delayed_rotation_publishes_before_it_signs(tessera_env: dict[str,
 async def test_revoked_key_leaves_the_jwks_and_its_tokens_are_refused(
     tessera_env: dict[str, str],
 ) -> None:
-    async with running_keys(keys_env(tessera_env)) as (url, session):
+    async with running_keys(private_env(tessera_env)) as (url, session):
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         await call(session, "POST", f"{url}/internal/tenants", json={"id": tenant})
         claims = {"sub": "a", "exp": int(time.time()) + 600}

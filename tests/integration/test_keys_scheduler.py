@@ -6,36 +6,32 @@ import itertools
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 
 import asyncpg
 import pytest
 
 from services.cli import migrate_all
-from tests.conftest import ROOT, free_port_block
-from tests.integration.keys_support import keys_env
+from shared.settings import service_database_url
+from tests.conftest import ROOT, free_port_block, private_env
 from tests.tls import tls_for
+from tests.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 PERIOD = 2
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "keys service exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("keys service not ready")
+def _ready(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    assert proc.poll() is None, "keys service exited"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str, str]) -> None:
-    env = keys_env(
+    env = private_env(
         tessera_env,
         TESSERA_KEY_ROTATION_PERIOD=str(PERIOD),
         TESSERA_KEY_ACTIVATION_DELAY="0",
@@ -54,7 +50,7 @@ async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str
     ]
     try:
         for i, proc in enumerate(replicas):
-            _wait_ready(port + 2 + i, proc)
+            wait_until(lambda: _ready(port + 2 + i, proc), timeout=20, what="keys ready")  # noqa: B023
         request = urllib.request.Request(
             f"https://127.0.0.1:{port}/internal/tenants",
             data=json.dumps({"id": "acme"}).encode(),
@@ -63,16 +59,15 @@ async def test_two_replicas_rotate_exactly_once_per_period(tessera_env: dict[str
         operator = tls_for(env, "operator").client()
         with urllib.request.urlopen(request, timeout=10, context=operator) as resp:
             assert resp.status == 200
-        conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
-        deadline = time.monotonic() + 4 * PERIOD + 10
-        while True:
+        conn = await asyncpg.connect(service_database_url(env, "keys"))
+
+        async def five_keys() -> list[asyncpg.Record]:
             # A key's created_at is its transaction's start, which is where a replica claims
             # the period; event times also include key generation, which varies.
             keys = await conn.fetch("SELECT created_at FROM signing_keys ORDER BY created_at")
-            if len(keys) >= 5:  # the first key and four rotations
-                break
-            assert time.monotonic() < deadline, f"only {len(keys) - 1} rotations"
-            time.sleep(0.2)
+            return keys if len(keys) >= 5 else []  # the first key and four rotations
+
+        keys = await wait_for(five_keys, timeout=4 * PERIOD + 10, what="four rotations")
         events = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'key.rotated'")
         await conn.close()
     finally:

@@ -16,8 +16,9 @@ from services.keys.app import create_app
 from services.keys.crypto import Keyring, private_from_der
 from services.keys.settings import Settings
 from shared.service import StartupError
-from tests.conftest import ROOT
-from tests.integration.keys_support import call, keys_env, running_keys
+from shared.settings import service_database_url
+from tests.conftest import ROOT, private_env
+from tests.integration.keys_support import call, running_keys
 
 pytestmark = pytest.mark.integration
 # The outbox drains on its own; audit_log keeps every event ever written, so it counts them.
@@ -61,7 +62,7 @@ def private_fragments(der: bytes) -> list[bytes]:
 async def test_no_private_key_material_in_clear_in_the_database(
     tessera_env: dict[str, str], alg: str
 ) -> None:
-    env = keys_env(tessera_env)
+    env = private_env(tessera_env)
     async with running_keys(env) as (url, session):
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         await call(session, "POST", f"{url}/internal/tenants", json={"id": tenant, "alg": alg})
@@ -72,7 +73,7 @@ async def test_no_private_key_material_in_clear_in_the_database(
             json={"immediate": True},
         )
         await call(session, "POST", f"{url}/internal/tenants/{tenant}/keys/rotate", json={})
-    database_url = env["TESSERA_KEYS_DATABASE_URL"]
+    database_url = service_database_url(env, "keys")
     dump = await dump_database(database_url)
     assert b"PRIVATE KEY" not in dump
     # Open each sealed key with the KEK (as only the keys service can) and look for any trace.
@@ -88,7 +89,7 @@ async def test_no_private_key_material_in_clear_in_the_database(
 
 
 async def test_a_wrong_kek_stops_the_service_loudly(tessera_env: dict[str, str]) -> None:
-    env = keys_env(tessera_env)
+    env = private_env(tessera_env)
     async with running_keys(env) as (url, session):
         await call(session, "POST", f"{url}/internal/tenants", json={"id": "acme"})
     wrong = dict(env, TESSERA_KEK="w" * 40)
@@ -113,7 +114,7 @@ async def test_a_wrong_kek_stops_the_service_loudly(tessera_env: dict[str, str])
 async def test_rewrap_moves_every_key_to_the_new_kek_while_the_service_runs(
     tessera_env: dict[str, str],
 ) -> None:
-    env = keys_env(tessera_env)
+    env = private_env(tessera_env)
     new_kek = "n" * 40
     async with running_keys(env) as (url, session):
         await call(session, "POST", f"{url}/internal/tenants", json={"id": "acme"})
@@ -136,7 +137,7 @@ async def test_rewrap_moves_every_key_to_the_new_kek_while_the_service_runs(
             json={"claims": [{"sub": "a", "exp": int(time.time()) + 60}]},
         )
         assert status == 200
-    conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
+    conn = await asyncpg.connect(service_database_url(env, "keys"))
     kek_ids = {r["kek_id"] for r in await conn.fetch("SELECT kek_id FROM signing_keys")}
     await conn.close()
     assert kek_ids == {Keyring((new_kek,)).current.id}
@@ -148,10 +149,10 @@ async def test_rewrap_moves_every_key_to_the_new_kek_while_the_service_runs(
 
 
 async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(tessera_env: dict[str, str]) -> None:
-    env = keys_env(tessera_env)
+    env = private_env(tessera_env)
     async with running_keys(env) as (url, session):
         await call(session, "POST", f"{url}/internal/tenants", json={"id": "acme"})
-        conn = await asyncpg.connect(env["TESSERA_KEYS_DATABASE_URL"])
+        conn = await asyncpg.connect(service_database_url(env, "keys"))
 
         async def counts() -> dict[str, int]:
             return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}

@@ -11,9 +11,8 @@ selector must resolve to exactly the right tokens, each revoked once.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aio_pika
@@ -25,7 +24,8 @@ from shared.bus.amqp import declare_topology
 from shared.bus.envelope import Envelope
 from shared.settings import AmqpNames
 from shared.tokens import new_databricks_token
-from tests.integration.issuer_stack import Services, running_services
+from tests.harness import Services, running_stack
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,41 +34,21 @@ ON_KEY_REVOKED = "revocation.on_key_revoked"
 
 @pytest.fixture
 async def s(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
-    async with running_services(tessera_env) as services:
+    async with running_stack(tessera_env) as services:
         yield services
-
-
-async def ok(s: Services, method: str, service: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """The body of a call that must succeed."""
-    status, body = await s.call(method, service, path, **kwargs)
-    assert status == 200, body
-    reply: dict[str, Any] = body
-    return reply
 
 
 async def create(s: Services, tenant: str, subject: str, kind: str = "opaque") -> dict[str, Any]:
     """``{"token": TokenRecord, "value": secret}`` of a token the issuer made."""
-    body = {"tenant": tenant, "subject": subject, "kind": kind, "minter": {"kind": "operator"}}
-    made = await ok(s, "POST", "issuer", "/internal/tokens", json=body)
+    made = await s.token(tenant, subject, kind)
     assert made["token"]["subject"] == subject and made["token"]["kind"] == kind
     return made
-
-
-async def jwt_pair(s: Services, tenant: str, username: str, *, refresh: bool) -> dict[str, Any]:
-    body = {
-        "tenant": tenant,
-        "username": username,
-        "account_type": "user",
-        "minter": {"kind": "operator"},
-        "generate_refresh_token": refresh,
-    }
-    return await ok(s, "POST", "issuer", "/internal/jwt", json=body)
 
 
 async def family_of(s: Services, tenant: str, jti: str) -> str:
     """The refresh family the issuer recorded for a JWT."""
     query = {"tenant": tenant, "id": jti}
-    record = await ok(s, "GET", "issuer", "/internal/tokens/lookup", params=query)
+    record = await s.ok("GET", "issuer", "/internal/tokens/lookup", params=query)
     assert record["id"] == jti and record["family_id"], record
     return str(record["family_id"])
 
@@ -83,23 +63,14 @@ async def revoke(s: Services, body: dict[str, Any]) -> tuple[int, Any]:
 
 async def feed(s: Services) -> dict[str, Any]:
     """The whole revocation feed (every tenant): the stack is this test's alone."""
-    return await ok(s, "GET", "revocation", "/internal/revocations?since=0")
+    return await s.ok("GET", "revocation", "/internal/revocations?since=0")
 
 
 async def active(s: Services, tenant: str, selector: str, value: str) -> set[str]:
     """Ids of the tokens the issuer still holds active for a subject, family or kid."""
     query = {"tenant": tenant, selector: value}
-    body = await ok(s, "GET", "issuer", "/internal/tokens/active", params=query)
+    body = await s.ok("GET", "issuer", "/internal/tokens/active", params=query)
     return {t["id"] for t in body["tokens"]}
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
 async def _is_empty(ids: Awaitable[set[str]]) -> bool:
@@ -175,7 +146,7 @@ async def test_unknown_token_is_404_and_revokes_nothing(
     # The tenant has tokens of every kind and a refresh family; none is the one asked for.
     await create(s, tenant, "alice")
     await create(s, tenant, "alice", kind="databricks")
-    await jwt_pair(s, tenant, "alice", refresh=True)
+    await s.jwt(tenant, "alice", refresh=True)
     status, reply = await revoke(s, {"tenant": tenant, **selector})
     assert status == 404 and reply["error"] == "unknown_token", reply
     assert await feed(s) == {
@@ -208,9 +179,8 @@ async def test_owner_limits_what_a_caller_may_revoke(s: Services) -> None:
 
 async def test_subject_and_family_revoke_every_matching_token_once(s: Services) -> None:
     tenant, other_tenant = await s.tenant(), await s.tenant()
-    pair = await jwt_pair(s, tenant, "alice", refresh=True)
-    renewed = await ok(
-        s,
+    pair = await s.jwt(tenant, "alice", refresh=True)
+    renewed = await s.ok(
         "POST",
         "issuer",
         "/internal/jwt/refresh",
@@ -253,8 +223,8 @@ async def test_subject_and_family_revoke_every_matching_token_once(s: Services) 
     assert [r["seq"] for r in revocations] == [1, 2, 3, 4, 5, 6]
     assert carols not in revoked and elsewhere not in revoked
     # The issuer applies them: nothing of alice's is active; carol's and the other tenant's are.
-    await wait_until(
-        lambda: _is_empty(active(s, tenant, "subject", "alice")), "alice's tokens inactive"
+    await wait_for(
+        lambda: _is_empty(active(s, tenant, "subject", "alice")), what="alice's tokens inactive"
     )
     assert await active(s, tenant, "subject", "carol") == {carols}
     assert await active(s, other_tenant, "subject", "alice") == {elsewhere}
@@ -265,7 +235,7 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
     signed: set[str] = set()
     kids: set[str] = set()
     for n in range(3):
-        pair = await jwt_pair(s, tenant, f"user{n}", refresh=n == 0)
+        pair = await s.jwt(tenant, f"user{n}", refresh=n == 0)
         for kind in ("access_token", "refresh_token"):
             if kind in pair:
                 signed.add(pair[kind]["jti"])
@@ -274,11 +244,11 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
     (bad_kid,) = kids
     opaque = (await create(s, tenant, "user1"))["token"]["id"]
     rotate = f"/internal/tenants/{tenant}/keys/rotate"
-    rotated = await ok(s, "POST", "keys", rotate, json={"immediate": True})
+    rotated = await s.ok("POST", "keys", rotate, json={"immediate": True})
     assert rotated["kid"] != bad_kid, rotated
-    good = (await jwt_pair(s, tenant, "user9", refresh=False))["access_token"]
+    good = (await s.jwt(tenant, "user9", refresh=False))["access_token"]
     assert kid_of(good["access_token"]) == rotated["kid"]
-    elsewhere = (await jwt_pair(s, other_tenant, "user0", refresh=False))["access_token"]
+    elsewhere = (await s.jwt(other_tenant, "user0", refresh=False))["access_token"]
     assert await active(s, tenant, "kid", bad_kid) == signed
 
     names = AmqpNames.from_env(s.env)
@@ -291,11 +261,11 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
         await watch.bind(exchange, "key.revoked.v1")
         duplicates = await _consumed(s, ON_KEY_REVOKED, "duplicate")
 
-        body = await ok(s, "POST", "keys", f"/internal/tenants/{tenant}/keys/{bad_kid}/revoke")
+        body = await s.ok("POST", "keys", f"/internal/tenants/{tenant}/keys/{bad_kid}/revoke")
         assert body["kid"] == bad_kid and body["revoked_at"], body
-        async with asyncio.timeout(10):
-            while (message := await watch.get(no_ack=True, fail=False)) is None:
-                await asyncio.sleep(0.05)
+        message = await wait_for(
+            lambda: watch.get(no_ack=True, fail=False), what="key.revoked on our queue"
+        )
         event = Envelope.from_json(message.body)
         assert (event.type, event.tenant, event.data) == ("key.revoked", tenant, {"kid": bad_kid})
         # Delivered twice, as the broker may: the consumer applies it once.
@@ -307,14 +277,14 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
         async def duplicate_seen() -> bool:
             return await _consumed(s, ON_KEY_REVOKED, "duplicate") == duplicates + 1
 
-        await wait_until(duplicate_seen, "the second delivery of key.revoked was handled")
+        await wait_for(duplicate_seen, what="the second delivery of key.revoked was handled")
     finally:
         await connection.close()
 
     async def all_revoked() -> bool:
         return bool((await feed(s))["current_seq"] >= len(signed))
 
-    await wait_until(all_revoked, "every token of the revoked key is revoked")
+    await wait_for(all_revoked, what="every token of the revoked key is revoked")
     revocations = (await feed(s))["revocations"]
     assert len(revocations) == len(signed)
     assert {r["token_id"] for r in revocations} == signed
@@ -323,8 +293,9 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
         for r in revocations
     )
     # The issuer applies them; the new key's token, the opaque one and the other tenant's live.
-    await wait_until(
-        lambda: _is_empty(active(s, tenant, "kid", bad_kid)), "the issuer applied the revocations"
+    await wait_for(
+        lambda: _is_empty(active(s, tenant, "kid", bad_kid)),
+        what="the issuer applied the revocations",
     )
     assert await active(s, tenant, "kid", rotated["kid"]) == {good["jti"]}
     assert opaque in await active(s, tenant, "subject", "user1")
@@ -333,7 +304,7 @@ async def test_revoked_key_revokes_every_token_it_signed(s: Services) -> None:
 
 async def test_revoking_a_family_again_returns_its_revocations(s: Services) -> None:
     tenant = await s.tenant()
-    pair = await jwt_pair(s, tenant, "alice", refresh=True)
+    pair = await s.jwt(tenant, "alice", refresh=True)
     members = {pair["access_token"]["jti"], pair["refresh_token"]["jti"]}
     family = await family_of(s, tenant, pair["refresh_token"]["jti"])
     assert await active(s, tenant, "family_id", family) == members
@@ -346,8 +317,8 @@ async def test_revoking_a_family_again_returns_its_revocations(s: Services) -> N
     assert {r["token_id"] for r in first["revocations"]} == members
     # The issuer applies the revocations: nothing of the family is active any more, so the
     # second request finds the family's revocations in the revocation service alone.
-    await wait_until(
-        lambda: _is_empty(active(s, tenant, "family_id", family)), "the family is inactive"
+    await wait_for(
+        lambda: _is_empty(active(s, tenant, "family_id", family)), what="the family is inactive"
     )
     status, again = await revoke(s, {"tenant": tenant, "family_id": family})
     assert status == 200 and again == {"revocations": first["revocations"], "created": 0}

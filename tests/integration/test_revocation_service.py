@@ -18,15 +18,15 @@ from shared.bus.envelope import Envelope
 from shared.db import create_pool
 from shared.settings import service_database_url
 from shared.tokens import new_opaque_token
+from tests.factories import revoke_jwt_body
 from tests.integration.revocation_support import (
     RevocationService,
-    jwt_body,
     private_env,
     revoke,
     start_revocation,
-    wait_for,
 )
 from tests.tls import allowed_session
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ async def _get(session: aiohttp.ClientSession, url: str, **params: str) -> tuple
 async def test_revoking_a_verified_jwt_twice_is_one_revocation(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
-    body = jwt_body(reason="logout")
+    body = revoke_jwt_body(reason="logout")
     status, first = await revoke(session, service, body)
     assert status == 200, first
     assert first["created"] == 1
@@ -87,7 +87,7 @@ async def test_revocation_is_published_with_its_seq_and_identifiers_but_no_secre
             await message.ack()
 
         await queue.consume(on_message)
-        body = jwt_body(tenant="beta")
+        body = revoke_jwt_body(tenant="beta")
         status, reply = await revoke(session, service, body)
         assert status == 200
         await wait_for(lambda: len(received) == 1)
@@ -150,8 +150,8 @@ async def test_issuer_selector_while_issuer_is_down_is_a_503_and_revokes_nothing
 async def test_concurrent_revocations_get_gapless_unique_seqs(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
-    same = jwt_body()
-    bodies = [jwt_body() for _ in range(40)] + [same] * 10
+    same = revoke_jwt_body()
+    bodies = [revoke_jwt_body() for _ in range(40)] + [same] * 10
     replies = await asyncio.gather(*(revoke(session, service, b) for b in bodies))
     assert all(status == 200 for status, _ in replies)
     assert sum(reply["created"] for _, reply in replies) == 41
@@ -166,7 +166,7 @@ async def test_feed_pages_in_seq_order_and_filters_by_tenant(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
     for i in range(7):
-        await revoke(session, service, jwt_body(tenant="acme" if i % 2 == 0 else "beta"))
+        await revoke(session, service, revoke_jwt_body(tenant="acme" if i % 2 == 0 else "beta"))
     seen: list[int] = []
     since = 0
     while True:
@@ -189,8 +189,8 @@ async def test_feed_pages_in_seq_order_and_filters_by_tenant(
 async def test_snapshot_pages_are_consistent_as_of_one_seq_and_skip_expired(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
-    await revoke(session, service, jwt_body(expires_in=-10))  # already expired
-    live = [jwt_body() for _ in range(5)]
+    await revoke(session, service, revoke_jwt_body(expires_in=-10))  # already expired
+    live = [revoke_jwt_body() for _ in range(5)]
     for body in live:
         await revoke(session, service, body)
     url = f"{service.revocations_url}/snapshot"
@@ -199,7 +199,7 @@ async def test_snapshot_pages_are_consistent_as_of_one_seq_and_skip_expired(
     as_of = first["as_of"]
     assert as_of == 6
     # A revocation after the snapshot began is not part of it: it comes from the feed.
-    await revoke(session, service, jwt_body())
+    await revoke(session, service, revoke_jwt_body())
     jtis = [r["jti"] for r in first["revocations"]]
     after = first["next_after_seq"]
     while after is not None:
@@ -215,9 +215,9 @@ async def test_snapshot_pages_are_consistent_as_of_one_seq_and_skip_expired(
 async def test_pruning_removes_expired_revocations_and_reports_pruned_through(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
-    await revoke(session, service, jwt_body(expires_in=-600))
-    await revoke(session, service, jwt_body())
-    await revoke(session, service, jwt_body(expires_in=-600))
+    await revoke(session, service, revoke_jwt_body(expires_in=-600))
+    await revoke(session, service, revoke_jwt_body())
+    await revoke(session, service, revoke_jwt_body(expires_in=-600))
     url = service_database_url(service.env, "revocation")
     async with create_pool(url, min_size=1, max_size=2) as pool:
         deleted = await prune_expired(pool, datetime.now(UTC), grace=60)
@@ -231,7 +231,7 @@ async def test_pruning_removes_expired_revocations_and_reports_pruned_through(
 async def test_pruning_is_skipped_while_another_replica_holds_the_lock(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
-    await revoke(session, service, jwt_body(expires_in=-600))
+    await revoke(session, service, revoke_jwt_body(expires_in=-600))
     url = service_database_url(service.env, "revocation")
     holder = await asyncpg.connect(url)
     try:
@@ -248,7 +248,7 @@ async def test_pruning_is_skipped_while_another_replica_holds_the_lock(
 async def test_owner_must_match_the_jwt_subject(
     service: RevocationService, session: aiohttp.ClientSession
 ) -> None:
-    status, reply = await revoke(session, service, jwt_body(owner="alice"))
+    status, reply = await revoke(session, service, revoke_jwt_body(owner="alice"))
     assert status == 200 and reply["created"] == 1
     expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     status, reply = await revoke(

@@ -21,17 +21,17 @@ from shared.db import create_pool
 from shared.settings import AmqpNames, service_database_url
 from shared.subscriber import Subscriber, SubscriberConfig
 from shared.subscriber.revset import RevocationSet
+from tests.factories import revoke_jwt_body
 from tests.integration.bus_support import ends_within
 from tests.integration.revocation_support import (
     RevocationService,
-    jwt_body,
     private_env,
     revoke,
     start_revocation,
-    wait_for,
 )
 from tests.proxy import TcpProxy
 from tests.tls import allowed_session
+from tests.waiting import parked, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ async def revoke_many(
     session: aiohttp.ClientSession, service: RevocationService, count: int
 ) -> list[str]:
     """Revoke ``count`` new JWTs, ten at a time; every call must succeed. Returns the jtis."""
-    bodies = [jwt_body() for _ in range(count)]
+    bodies = [revoke_jwt_body() for _ in range(count)]
     gate = asyncio.Semaphore(10)
 
     async def one(body: dict[str, Any]) -> None:
@@ -86,7 +86,7 @@ async def test_live_revocation_reaches_the_subscriber_once(
     sub.add_listener(seen.append)
     await sub.start()
     try:
-        body = jwt_body()
+        body = revoke_jwt_body()
         jti = body["jwt"]["jti"]
         assert not sub.is_revoked(jti)
         await revoke(session, service, body)
@@ -107,7 +107,7 @@ async def test_subscriber_closes_when_woken_at_the_moment_it_is_closed(
     # left the follow loop running (asyncio.wait_for on 3.11 swallowed the cancel).
     sub = Subscriber(config_for(service, poll_interval=30), session)
     await sub.start()
-    await asyncio.sleep(0.5)  # idle: waiting to be woken
+    await wait_for(lambda: parked(sub._follow), what="the follow loop idle, waiting to be woken")
     sub._on_broker_back()
     assert await ends_within(sub.close(), 5), "the subscriber kept following after close()"
 
@@ -191,10 +191,14 @@ async def test_duplicate_and_out_of_order_deliveries_are_applied_once(
         for envelope in shuffled:
             await publish(envelope)
         await wait_for(lambda: sub.seq == 20 and all(sub.is_revoked(j) for j in jtis))
-        # Let every duplicate arrive before counting.
-        await asyncio.sleep(0.5)
-        assert sorted(Counter(applied).values()) == [1] * 20
-        assert sorted(applied) == sorted(jtis)
+        # Every duplicate has arrived once an event published after them is applied (one
+        # channel, one queue: delivered in order; the subscriber applies each as it comes).
+        (last,) = await revoke_many(session, service, 1)
+        await wait_for(lambda: len(captured) == 21)
+        await publish(max(captured, key=lambda e: e.seq or 0))
+        await wait_for(lambda: sub.seq == 21, what="the last event applied")
+        assert sorted(Counter(applied).values()) == [1] * 21
+        assert sorted(applied) == sorted([*jtis, last])
     finally:
         await publisher.close()
         await observer.close()
@@ -276,7 +280,7 @@ async def test_subscriber_far_behind_a_pruned_feed_rebootstraps_and_ends_current
     await sub.close()
     live: list[str] = []
     for n in range(20):
-        body = jwt_body(expires_in=-600 if n % 2 else 3600)
+        body = revoke_jwt_body(expires_in=-600 if n % 2 else 3600)
         await revoke(session, service, body)
         if n % 2 == 0:
             live.append(body["jwt"]["jti"])
@@ -306,7 +310,7 @@ async def test_subscriber_starts_over_when_the_service_sequence_goes_back(
     tessera_env: dict[str, str], session: aiohttp.ClientSession
 ) -> None:
     first = await start_revocation(private_env(tessera_env))
-    port = first.server.port
+    port = first.running.server.port
     sub = Subscriber(config_for(first, poll_interval=0.2), session)
     await sub.start()
     try:
@@ -314,7 +318,7 @@ async def test_subscriber_starts_over_when_the_service_sequence_goes_back(
         await wait_for(lambda: sub.seq == 5)
         await first.close()
         # The same address, an empty database: as after restoring an old backup.
-        fresh_db = private_env(tessera_env)["TESSERA_REVOCATION_DATABASE_URL"]
+        fresh_db = service_database_url(private_env(tessera_env), "revocation")
         second = await start_revocation(
             {**first.env, "TESSERA_REVOCATION_DATABASE_URL": fresh_db}, port=port
         )

@@ -1,15 +1,12 @@
 """The subscriber against the real keys service: its JWKS, its signatures, its key.revoked.
 
-Keys, issuer, revocation, PostgreSQL and RabbitMQ are all real (issuer_stack): when a key is
+Keys, issuer, revocation, PostgreSQL and RabbitMQ are all real (tests/harness.py): when a key is
 revoked, the revocation service asks the issuer which tokens it signed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +17,10 @@ import pytest
 
 from shared.settings import AmqpNames
 from shared.subscriber import Subscriber, SubscriberConfig
-from tests.integration.issuer_stack import Services, running_services
-from tests.integration.keys_support import refusal
-from tests.integration.revocation_support import jwt_body, wait_for
+from tests.factories import access_claims, revoke_jwt_body
+from tests.harness import Services, running_stack
+from tests.integration.keys_support import refusal, refused_as
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,41 +49,21 @@ class Stack:
 
     async def sign(self, tenant: str, **claims: Any) -> tuple[str, str, str]:
         """(token, jti, kid) of a Tapis-shaped access token signed by the tenant's key."""
-        jti = str(uuid.uuid4())
         issuer = (await self.call("GET", f"/internal/tenants/{tenant}"))["issuer"]
-        body = {
-            "jti": jti,
-            "iss": issuer,  # verifiers require the tenant's own issuer
-            "sub": f"alice@{tenant}",
-            "tapis/tenant_id": tenant,
-            "tapis/token_type": "access",
-            "exp": int(time.time()) + 300,
-            **claims,
-        }
+        body = access_claims(tenant, issuer=issuer, **claims)
         reply = await self.call("POST", f"/internal/tenants/{tenant}/sign", {"claims": [body]})
-        return reply["tokens"][0], jti, reply["kid"]
+        return reply["tokens"][0], body["jti"], reply["kid"]
 
     async def issue(self, tenant: str, username: str = "alice") -> tuple[str, str, str]:
         """(token, jti, kid) of an access token made by the issuer, which records it."""
-        status, reply = await self.services.call(
-            "POST",
-            "issuer",
-            "/internal/jwt",
-            json={
-                "tenant": tenant,
-                "username": username,
-                "account_type": "user",
-                "minter": {"kind": "operator"},
-            },
-        )
-        assert status == 200, reply
+        reply = await self.services.jwt(tenant, username)
         token = reply["access_token"]["access_token"]
         return token, reply["access_token"]["jti"], jwt.get_unverified_header(token)["kid"]
 
 
 @pytest.fixture(scope="module")
 async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Stack]:
-    async with running_services(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
+    async with running_stack(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
         yield Stack(services)
 
 
@@ -107,9 +85,7 @@ async def subscriber(stack: Stack) -> AsyncIterator[Subscriber]:
 
 
 async def _tenant(stack: Stack) -> str:
-    tenant = f"t-{secrets.token_hex(4)}"
-    await stack.call("POST", "/internal/tenants", {"id": tenant})
-    return tenant
+    return await stack.services.tenant()
 
 
 async def test_token_signed_by_keys_verifies_until_revoked(
@@ -121,7 +97,7 @@ async def test_token_signed_by_keys_verifies_until_revoked(
     assert claims["jti"] == jti and claims["tapis/tenant_id"] == tenant
 
     status, reply = await stack.services.call(
-        "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=jti)
+        "POST", "revocation", "/internal/revocations", json=revoke_jwt_body(tenant, jti=jti)
     )
     assert status == 200 and [r["jti"] for r in reply["revocations"]] == [jti], reply
     # Through the outbox and the broker, not applied by hand.
@@ -137,10 +113,9 @@ async def test_a_remembered_token_is_still_refused_once_it_expires(
     token, _, _ = await stack.sign(tenant, exp=int(time.time()) + 2)
     assert (await subscriber.verify_jwt(token))["tapis/tenant_id"] == tenant
     assert (await subscriber.verify_jwt(token))["tapis/tenant_id"] == tenant  # from the cache
-    deadline = time.monotonic() + 5
-    while await refusal(subscriber, token) != "expired":
-        assert time.monotonic() < deadline, "an expired token still verifies"
-        await asyncio.sleep(0.1)
+    await wait_for(
+        lambda: refused_as(subscriber, token, "expired"), timeout=5, what="the token expired"
+    )
 
 
 async def test_an_immediate_rotation_is_learnt_from_key_rotated_not_the_refetch_limit(
@@ -154,11 +129,13 @@ async def test_an_immediate_rotation_is_learnt_from_key_rotated_not_the_refetch_
     await stack.call("POST", f"/internal/tenants/{tenant}/keys/rotate", {"immediate": True})
     new, _, new_kid = await stack.sign(tenant)
     assert new_kid != old_kid
-    deadline = time.monotonic() + 2
-    while (reason := await refusal(subscriber, new)) is not None:
-        assert reason == "unknown_kid"
-        assert time.monotonic() < deadline, "the rotated-in key was not learnt from the event"
-        await asyncio.sleep(0.05)
+
+    async def learnt() -> bool:
+        reason = await refusal(subscriber, new)
+        assert reason in (None, "unknown_kid")
+        return reason is None
+
+    await wait_for(learnt, timeout=2, what="the rotated-in key learnt from key.rotated")
     assert await refusal(subscriber, old) is None  # the old key stays published
 
 
@@ -183,10 +160,9 @@ async def test_revoked_key_refuses_everything_it_signed_at_once(
 
     await stack.call("POST", f"/internal/tenants/{tenant}/keys/{kid}/revoke")
 
-    deadline = time.monotonic() + 5
-    while await refusal(subscriber, token) != "key_revoked":
-        assert time.monotonic() < deadline, "a token of the revoked key still verifies"
-        await asyncio.sleep(0.05)
+    await wait_for(
+        lambda: refused_as(subscriber, token, "key_revoked"), timeout=5, what="the key revoked"
+    )
     await wait_for(lambda: subscriber.is_revoked(jti), timeout=10)
     # Another key took over: new tokens verify.
     fresh, fresh_jti, new_kid = await stack.issue(tenant)

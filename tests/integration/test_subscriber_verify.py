@@ -1,7 +1,7 @@
 """Local JWT verification by the subscriber: JWKS caching, refetch limits, revoked tokens and keys.
 
 Everything the subscriber talks to is real: the keys, issuer and revocation services run
-in-process, each on a database of its own (issuer_stack), with PostgreSQL and RabbitMQ. Every
+in-process, each on a database of its own (tests/harness.py), with PostgreSQL and RabbitMQ. Every
 JWKS comes from the keys service and every token meant to verify is signed by it, through its
 sign endpoint (the private keys never leave it); only an attacker's forged tokens are signed
 with a key the test makes. JWKS fetches are counted by the keys service itself (its per-route
@@ -12,7 +12,6 @@ keys service.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import time
@@ -36,9 +35,11 @@ from services.keys.settings import Settings as KeysSettings
 from shared.db import create_pool
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, Subscriber, SubscriberConfig, VerifierUnavailable
-from tests.integration.issuer_stack import Services, running_services
-from tests.integration.keys_support import call, keys_env, refusal, running_keys
-from tests.integration.revocation_support import jwt_body
+from tests.conftest import private_env
+from tests.factories import access_claims, revoke_jwt_body
+from tests.harness import Services, running_stack
+from tests.integration.keys_support import call, refusal, refused_as, running_keys
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
     # Key maintenance, which reloads the service's signing cache and so its JWKS, never runs on
     # its own here: a key revoked behind the service's back stays listed, as it does on a
     # replica that has not caught up yet.
-    async with running_services(
+    async with running_stack(
         tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0", TESSERA_KEY_MAINTENANCE_MS="3600000"
     ) as services:
         yield services
@@ -115,18 +116,7 @@ async def sign(
     that key's kid."""
     status, row = await call(session, "GET", f"{keys_url}/internal/tenants/{tenant}")
     assert status == 200, row
-    bodies = [
-        {
-            "jti": str(uuid.uuid4()),
-            "iss": row["issuer"],  # verifiers require the tenant's own issuer
-            "sub": f"alice@{tenant}",
-            "tapis/tenant_id": tenant,
-            "tapis/token_type": "access",
-            "exp": int(time.time()) + 600,
-            **claims,
-        }
-        for _ in range(count)
-    ]
+    bodies = [access_claims(tenant, issuer=row["issuer"], ttl=600, **claims) for _ in range(count)]
     status, reply = await call(
         session, "POST", f"{keys_url}/internal/tenants/{tenant}/sign", json={"claims": bodies}
     )
@@ -172,11 +162,6 @@ async def jwks_max_age(session: aiohttp.ClientSession, keys_url: str, tenant: st
     return int(found.group(1))
 
 
-async def _pause() -> None:
-    """One step of a poll with a deadline."""
-    await asyncio.sleep(0.1)
-
-
 async def test_valid_token_verifies_and_is_refused_once_revoked(stack: Services) -> None:
     tenant = await stack.tenant()
     (token,), _ = await sign(stack.session, stack.urls["keys"], tenant)
@@ -187,7 +172,10 @@ async def test_valid_token_verifies_and_is_refused_once_revoked(stack: Services)
         assert claims["sub"] == f"alice@{tenant}" and claims["tapis/tenant_id"] == tenant
 
         status, reply = await stack.call(
-            "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=claims["jti"])
+            "POST",
+            "revocation",
+            "/internal/revocations",
+            json=revoke_jwt_body(tenant, jti=claims["jti"]),
         )
         assert status == 200, reply
         sub.apply(reply["revocations"][0])
@@ -214,21 +202,23 @@ async def test_jwks_is_fetched_once_per_max_age(stack: Services) -> None:
 async def test_jwks_is_fetched_again_once_its_max_age_passes(
     stack: Services, tessera_env: dict[str, str]
 ) -> None:
-    async with running_keys(keys_env(tessera_env, TESSERA_JWKS_MAX_AGE="1")) as (url, session):
+    async with running_keys(private_env(tessera_env, TESSERA_JWKS_MAX_AGE="1")) as (url, session):
         tenant = await new_tenant(session, url)
         assert await jwks_max_age(session, url, tenant) == 1
         # The subscriber's own default (300 s) would keep the JWKS far longer than 1 s.
         async with subscribed(stack, url) as sub:
             before = await keys_requests(session, url)
             started = time.monotonic()
-            while True:
+
+            async def fetches() -> int:
+                """JWKS fetches once a newly signed token was verified; 1 until the refetch."""
                 (token,), _ = await sign(session, url, tenant)
                 await sub.verify_jwt(token)
-                fetched = (await keys_requests(session, url) - before)[JWKS_ROUTE, "200"]
-                if fetched != 1:
-                    break
-                assert time.monotonic() < started + 5, "JWKS not fetched again after max-age"
-                await _pause()
+                count: int = (await keys_requests(session, url) - before)[JWKS_ROUTE, "200"]
+                assert count >= 1
+                return count - 1
+
+            fetched = 1 + await wait_for(fetches, timeout=5, what="the JWKS fetched again")
     assert fetched == 2
     assert time.monotonic() - started >= 1, "JWKS fetched again before its max-age passed"
 
@@ -256,18 +246,20 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(
         assert status == 200, rotated
         (new,), new_kid = await sign(stack.session, keys_url, tenant)
         assert new_kid == rotated["kid"] != kid
-        deadline = time.monotonic() + 5
-        while (reason := await refusal(sub, new)) is not None:
-            assert reason == "unknown_kid"
-            assert time.monotonic() < deadline, "new key never picked up"
-            await _pause()
+
+        async def new_key_learnt() -> bool:
+            reason = await refusal(sub, new)
+            assert reason in (None, "unknown_kid")
+            return reason is None
+
+        await wait_for(new_key_learnt, timeout=5, what="the new key picked up")
 
 
 async def _revoke_behind_the_service(stack: Services, tenant: str, kid: str) -> None:
     """Revoke a key as another keys replica would: in the database, with its key.revoked
     event in the outbox, while this replica's JWKS still lists the key."""
     settings = KeysSettings.from_env(stack.env)
-    async with create_pool(stack.env["TESSERA_KEYS_DATABASE_URL"], min_size=1, max_size=1) as pool:
+    async with create_pool(stack.database_url("keys"), min_size=1, max_size=1) as pool:
         await rotation.revoke(pool, Keyring(settings.keks), tenant, kid)
 
 
@@ -288,10 +280,9 @@ async def test_revoked_key_refuses_its_tokens_at_once(stack: Services) -> None:
         await _revoke_behind_the_service(stack, tenant, doomed_kid)
 
         # From the key.revoked event, not the max-age (300 s).
-        deadline = time.monotonic() + 5
-        while await refusal(sub, doomed) != "key_revoked":
-            assert time.monotonic() < deadline, "revoked key still verifies"
-            await _pause()
+        await wait_for(
+            lambda: refused_as(sub, doomed, "key_revoked"), timeout=5, what="the key revoked"
+        )
         # Other keys keep working; a new token makes the subscriber read the JWKS again.
         assert await refusal(sub, fine) is None
         (fresh,), kid = await sign(stack.session, keys_url, tenant)
@@ -350,7 +341,7 @@ async def test_unknown_tenant_is_refused(stack: Services) -> None:
 async def test_unreachable_jwks_without_a_cache_is_unavailable_not_invalid(
     stack: Services, tessera_env: dict[str, str]
 ) -> None:
-    async with running_keys(keys_env(tessera_env)) as (url, session):
+    async with running_keys(private_env(tessera_env)) as (url, session):
         tenant = await new_tenant(session, url)
         (token,), _ = await sign(session, url, tenant)
     # That keys service has stopped: nothing answers at its address any more.
@@ -364,7 +355,7 @@ async def test_unreachable_jwks_with_a_cache_keeps_verifying_with_the_cached_key
 ) -> None:
     sub: Subscriber | None = None
     try:
-        async with running_keys(keys_env(tessera_env)) as (url, session):
+        async with running_keys(private_env(tessera_env)) as (url, session):
             tenant = await new_tenant(session, url)
             (first, second), _ = await sign(session, url, tenant, count=2)
             # Every unknown kid or expired entry tries the keys service again at once.

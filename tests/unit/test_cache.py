@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
+import shared.cache
 from shared.cache import TtlCache
+from tests.waiting import FakeClock
 
 
 class Source:
@@ -17,19 +19,24 @@ class Source:
 
     async def fetch(self) -> str | None:
         self.calls += 1
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # a fetch takes at least a turn of the loop
         if self.fail:
             raise ConnectionError("down")
         return self.value
 
 
-async def test_a_found_value_is_remembered_until_it_expires() -> None:
-    cache: TtlCache[str, str] = TtlCache(ttl=0.05)
+async def test_a_found_value_is_remembered_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(shared.cache, "time", clock)
+    cache: TtlCache[str, str] = TtlCache(ttl=60)
     source = Source()
     assert await cache.get("t", source.fetch) == "v"
+    clock.advance(59.9)
     assert await cache.get("t", source.fetch) == "v"
     assert source.calls == 1
-    await asyncio.sleep(0.06)
+    clock.advance(0.1)
     assert await cache.get("t", source.fetch) == "v"
     assert source.calls == 2
 

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
 from typing import Any
 
 import jwt
@@ -18,6 +17,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from shared.subscriber import InvalidToken
 from shared.subscriber.jwks import parse_jwks, unverified_parts, verify_signature
+from tests.factories import access_claims
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -45,15 +45,7 @@ JWKS = {
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
-    claims = {
-        "jti": str(uuid.uuid4()),
-        "iss": "https://tessera.example/v3/tokens",
-        "sub": "alice@acme",
-        "tapis/tenant_id": "acme",
-        "exp": int(time.time()) + 300,
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
+    return access_claims("acme", **overrides)
 
 
 def _rs256(claims: dict[str, Any], kid: str = "rsa-1") -> str:

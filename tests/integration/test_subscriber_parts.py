@@ -14,15 +14,16 @@ import pytest
 from shared.bus.events import KeyRevoked, KeyRotated
 from shared.settings import AmqpNames
 from shared.subscriber import InvalidToken, JwtVerifier, RevocationFollower, SubscriberConfig
-from tests.integration.issuer_stack import Services, running_services
-from tests.integration.revocation_support import jwt_body, wait_for
+from tests.factories import revoke_jwt_body
+from tests.harness import Services, running_stack
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 async def stack(tessera_env: dict[str, str]) -> AsyncIterator[Services]:
-    async with running_services(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
+    async with running_stack(tessera_env, TESSERA_KEY_ACTIVATION_DELAY="0") as services:
         yield services
 
 
@@ -64,7 +65,7 @@ async def test_a_follower_alone_follows_revocations_and_hears_key_events_typed(
         tenant = await stack.tenant()
         _, jti, kid = await _signed(stack, tenant)
         status, _ = await stack.call(
-            "POST", "revocation", "/internal/revocations", json=jwt_body(tenant, jti=jti)
+            "POST", "revocation", "/internal/revocations", json=revoke_jwt_body(tenant, jti=jti)
         )
         assert status == 200
         await wait_for(lambda: follower.is_revoked(jti))

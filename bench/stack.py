@@ -75,7 +75,7 @@ async def dev_stack(
         TESSERA_RATE_LIMIT_PRINCIPAL="0",
         TESSERA_RATE_LIMIT_TENANT="0",
         # Queues a killed run leaves behind expire instead of piling up on the broker.
-        TESSERA_AMQP_QUEUE_EXPIRES_SECONDS="900",
+        TESSERA_AMQP_QUEUE_EXPIRES_SECONDS="60",
     )
     env[STACK_ROOT], env[STACK_PYTHON] = str(root), python
     env.update(settings)

@@ -167,7 +167,7 @@ def tessera_env(infra: Infra, run_id: str, pki_dir: Path) -> Iterator[dict[str, 
         TESSERA_TOKEN_PEPPER=secrets.token_urlsafe(32),
         TESSERA_LOG_LEVEL="info",
         # Whatever a killed run leaves on the developer's broker goes away by itself.
-        TESSERA_AMQP_QUEUE_EXPIRES_SECONDS="900",
+        TESSERA_AMQP_QUEUE_EXPIRES_SECONDS="60",
         TESSERA_TLS_DIR=str(pki_dir),
     )
     yield env

@@ -24,7 +24,7 @@ from services.issuer.domain import (
 from services.issuer.errors import UnknownToken
 from services.issuer.events import revoked_mark
 from services.issuer.settings import Settings
-from services.issuer.tenants import KeysClient
+from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter
 from shared.authz import OPERATOR as OPERATOR_PRINCIPAL
 from shared.authz import Kind, Principal
@@ -49,7 +49,7 @@ CALLERS: Callers = {
     "GET /internal/tokens/active": frozenset({REVOCATION}),
 }
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-KEYS: web.AppKey[KeysClient] = web.AppKey("keys_client", KeysClient)
+KEYS: web.AppKey[TenantKeys] = web.AppKey("tenant_keys", TenantKeys)
 SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)
 WRITER: web.AppKey[TokenWriter] = web.AppKey("token_writer", TokenWriter)
 

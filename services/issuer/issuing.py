@@ -29,9 +29,9 @@ from services.issuer.domain import (
 )
 from services.issuer.errors import InvalidCredential
 from services.issuer.events import refresh_reused, token_issued
-from services.issuer.tenants import KeysClient
+from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter
-from shared.authz import DEFAULT_MAX_LIFETIME, Mint, Principal, may_mint
+from shared.authz import Mint, Principal, may_mint
 from shared.bus.outbox import add_event
 from shared.errors import BadRequest, Forbidden
 from shared.tokens import Pepper, classify, new_databricks_token, new_opaque_token
@@ -40,11 +40,11 @@ log = structlog.get_logger("tessera.issuer")
 
 
 async def create_opaque(
-    writer: TokenWriter, keys: KeysClient, pepper: Pepper, request: CreateOpaque
+    writer: TokenWriter, keys: TenantKeys, pepper: Pepper, request: CreateOpaque
 ) -> tuple[dict[str, Any], str]:
     """A new opaque token within the owner's quota: (its record, its value shown once)."""
     tenant = await keys.tenant(request.tenant)
-    max_lifetime = max_lifetime_of(tenant)
+    max_lifetime = tenant.lifetime_limit
     now = datetime.now(UTC)
     if request.expires_at is not None:
         # An exact instant (a jobmanager expiration): stored as asked, not re-derived from a
@@ -77,13 +77,8 @@ async def create_opaque(
         "created_by": request.created_by,
         "secret_hash": pepper.hash(value),
     }
-    [row] = await writer.insert([token], quota=int(tenant["token_quota"]))
+    [row] = await writer.insert([token], quota=tenant.token_quota)
     return record_json(row), value
-
-
-def max_lifetime_of(tenant: dict[str, Any]) -> int:
-    """The tenant's maximum credential lifetime, seconds (keys service's tenant settings)."""
-    return int(tenant.get("max_lifetime") or DEFAULT_MAX_LIFETIME)
 
 
 def check_lifetime(ttl: int, max_lifetime: int, name: str) -> None:
@@ -154,14 +149,14 @@ def _jwt_records(
 
 
 async def issue_jwt(
-    writer: TokenWriter, keys: KeysClient, pepper: Pepper, request: CreateJwt
+    writer: TokenWriter, keys: TenantKeys, pepper: Pepper, request: CreateJwt
 ) -> dict[str, Any]:
     """A Tapis access token (and refresh token if asked), signed by the keys service."""
     tenant = await keys.tenant(request.tenant)
     now = datetime.now(UTC)
-    max_lifetime = max_lifetime_of(tenant)
-    access_ttl = request.access_ttl or int(tenant["access_ttl"])
-    refresh_ttl = request.refresh_ttl or int(tenant["refresh_ttl"])
+    max_lifetime = tenant.lifetime_limit
+    access_ttl = request.access_ttl or tenant.access_ttl
+    refresh_ttl = request.refresh_ttl or tenant.refresh_ttl
     check_lifetime(access_ttl, max_lifetime, "access_token_ttl")
     if request.refresh:
         check_lifetime(refresh_ttl, max_lifetime, "refresh_token_ttl")
@@ -174,18 +169,19 @@ async def issue_jwt(
         request.account_type,
     )
     check_mint(request.minter, mint, max_lifetime)
-    access = access_claims(request, tenant["issuer"], access_ttl, now)
+    access = access_claims(request, tenant.issuer, access_ttl, now)
     claim_sets = [access]
     if request.refresh:
         claim_sets.append(refresh_claims(access, access_ttl, refresh_ttl, now))
-    tokens, kid = await keys.sign(request.tenant, claim_sets)
+    signed = await keys.sign(request.tenant, claim_sets)
+    tokens = signed.tokens
     family = uuid.uuid4() if request.refresh else None
     records = _jwt_records(
         request.tenant,
         request.username,
         request.permissions,
         list(zip(tokens, claim_sets, strict=True)),
-        kid,
+        signed.kid,
         family,
         pepper,
         now,
@@ -224,7 +220,7 @@ MAX_GRACE_RETRIES = 3
 
 async def refresh(
     pool: asyncpg.Pool,
-    keys: KeysClient,
+    keys: TenantKeys,
     pepper: Pepper,
     value: str,
     *,
@@ -261,7 +257,7 @@ async def refresh(
 
 async def _rotate(
     conn: asyncpg.Connection,
-    keys: KeysClient,
+    keys: TenantKeys,
     pepper: Pepper,
     row: Any,
     value: str,
@@ -269,7 +265,8 @@ async def _rotate(
 ) -> dict[str, Any]:
     """The first use of a refresh token: a new pair in the same family."""
     access, new_refresh = rotated_pair(_payload(value), now)
-    tokens, kid = await keys.sign(row["tenant"], [access, new_refresh])
+    signed = await keys.sign(row["tenant"], [access, new_refresh])
+    tokens, kid = signed.tokens, signed.kid
     records = _jwt_records(
         row["tenant"],
         row["subject"],
@@ -287,13 +284,13 @@ async def _rotate(
 
 
 async def _retry(
-    conn: asyncpg.Connection, keys: KeysClient, pepper: Pepper, row: Any
+    conn: asyncpg.Connection, keys: TenantKeys, pepper: Pepper, row: Any
 ) -> dict[str, Any]:
     """A client retrying after a lost answer: the same claims, signed again. RS256 gives the
     very tokens it missed; ECDSA signs differently each time, so the new copy of the refresh
     token is recorded (as a keyed hash) to refresh like the first."""
     pair = row["replaced_by"]
-    tokens, _ = await keys.sign(row["tenant"], [pair["access"], pair["refresh"]])
+    tokens = (await keys.sign(row["tenant"], [pair["access"], pair["refresh"]])).tokens
     await store.count_retry(conn, row["id"])
     await store.add_refresh_alias(conn, pepper.hash(tokens[1]), uuid.UUID(pair["refresh"]["jti"]))
     return _pair_response(tokens, pair["access"], pair["refresh"])

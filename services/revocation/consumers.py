@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from services.revocation.domain import target_from_record
-from services.revocation.issuer import IssuerClient
+from services.revocation.domain import target_from_record, target_of
 from services.revocation.revoker import record_revocations
 from shared.bus.consumer import Handler
 from shared.bus.envelope import Envelope
+from shared.clients.issuer import IssuerClient
 from shared.errors import Unavailable
 
 log = structlog.get_logger("tessera.revocation.consumers")
@@ -36,11 +36,12 @@ def consumers(issuer: Callable[[], IssuerClient]) -> Mapping[str, Mapping[str, H
         if not isinstance(kid, str) or not kid:
             raise ValueError("key.revoked without a kid")
         try:
-            targets = await issuer().active(envelope.tenant, "kid", kid)
+            records = await issuer().active(envelope.tenant, kid=kid)
         except Unavailable as exc:
             # The issuer being down is not the message's fault: the consumer requeues
             # connection errors instead of dead-lettering them.
             raise ConnectionError(str(exc)) from None
+        targets = [target_of(record, envelope.tenant) for record in records]
         revocations, created = await record_revocations(
             conn, envelope.tenant, targets, reason="key_revoked", actor=None, now=datetime.now(UTC)
         )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.revocation.errors import InvalidSelector, UnknownToken
+from shared.clients.issuer import TokenRecord
 from shared.errors import BadRequest
 from shared.ids import is_tenant_id
 from shared.tokens import classify
@@ -201,6 +202,24 @@ def target_from_record(record: Any, tenant: str) -> Target:
         family_id=text("family_id"),
         kid=text("kid"),
         expires_at=parse_timestamp(record.get("expires_at"), "expires_at"),
+    )
+
+
+def target_of(record: TokenRecord, tenant: str) -> Target:
+    """A TokenRecord the issuer answered as a :class:`Target` (checked: it is this tenant's)."""
+    if record.tenant != tenant:
+        # The issuer scopes lookups by tenant; this is a second fence, never expected to trip.
+        raise UnknownToken("no such token")
+    expires_at = record.expires_at
+    return Target(
+        token_id=record.id,
+        jti=record.id if record.kind in JWT_KINDS else None,
+        display_id=record.display_id,
+        subject=record.subject,
+        kind=record.kind,
+        family_id=record.family_id,
+        kid=record.kid,
+        expires_at=expires_at.astimezone(UTC) if expires_at is not None else None,
     )
 
 

@@ -16,6 +16,7 @@ from services.revocation.domain import (
     parse_int,
     parse_revoke,
     parse_tenant_filter,
+    target_of,
 )
 from services.revocation.errors import UnknownToken
 from services.revocation.keys import ISSUER
@@ -35,6 +36,8 @@ CALLERS: Callers = {
     "GET /internal/revocations": frozenset({GATEWAY, ISSUER_SERVICE}),
     "GET /internal/revocations/snapshot": frozenset({GATEWAY, ISSUER_SERVICE}),
 }
+# The revoke request's one-token selectors and the issuer client's lookup argument for each.
+LOOKUP = {"token_id": "token_id", "display_id": "display_id", "token": "value"}
 MAX_SEQ = 2**62
 FEED_LIMIT = 1000
 # Snapshot pages may be larger than feed pages: a bootstrap of a million entries is a
@@ -63,10 +66,12 @@ async def resolve_targets(request: web.Request, command: RevokeCommand) -> list[
         return [command.jwt]
     issuer = request.app[ISSUER]
     if command.selector in BULK_SELECTORS:
-        return owned_by(
-            await issuer.active(command.tenant, command.selector, command.value), command.owner
-        )
-    target = await issuer.lookup(command.tenant, command.selector, command.value)
+        records = await issuer.active(command.tenant, **{command.selector: command.value})
+        return owned_by([target_of(r, command.tenant) for r in records], command.owner)
+    record = await issuer.lookup(command.tenant, **{LOOKUP[command.selector]: command.value})
+    if record is None:
+        raise UnknownToken("no such token")
+    target = target_of(record, command.tenant)
     if command.owner is not None and target.subject != command.owner:
         raise UnknownToken("no such token")
     return [target]

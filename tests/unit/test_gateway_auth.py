@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from services.gateway.auth import Authenticator, record_expired
-from services.gateway.backends import Backends
+from services.gateway.auth import Authenticator
 from services.gateway.ratelimit import Limits, RateLimiter
-from services.gateway.settings import Settings
-from shared.pki import init_pki
+from shared.clients.issuer import IssuerClient, TokenRecord
+from shared.clients.revocation import RevocationClient
 from shared.subscriber import Subscriber, SubscriberConfig
 
 NOWHERE = "https://127.0.0.1:9"
 
 
 @pytest.fixture
-async def auth(tmp_path: Path) -> AsyncIterator[Authenticator]:
+async def auth() -> AsyncIterator[Authenticator]:
     # No socket is opened: nothing here starts the subscriber or calls a service.
-    init_pki(tmp_path)
     async with aiohttp.ClientSession() as session:
-        env = {
-            "TESSERA_AMQP_URL": "amqp://127.0.0.1:9/",
-            "TESSERA_ISSUER_URL": NOWHERE,
-            "TESSERA_TLS_DIR": str(tmp_path),
-        }
         subscriber = Subscriber(
             SubscriberConfig(
                 revocations_url=f"{NOWHERE}/internal/revocations",
@@ -41,11 +34,20 @@ async def auth(tmp_path: Path) -> AsyncIterator[Authenticator]:
         )
         subscriber._bootstrapped = True  # as if the (empty) snapshot had been loaded
         limits = Limits(RateLimiter(0, 1), RateLimiter(0, 1))
-        yield Authenticator(Backends(session, Settings.from_env(env)), subscriber, 5.0, limits)
+        issuer = IssuerClient(session, NOWHERE)
+        yield Authenticator(issuer, RevocationClient(session, NOWHERE), subscriber, 5.0, limits)
 
 
-def _record(**fields: object) -> dict[str, object]:
-    return {"id": str(uuid.uuid4()), "display_id": None, "name": "n", **fields}
+def _record(**fields: object) -> TokenRecord:
+    body = {
+        "id": str(uuid.uuid4()),
+        "tenant": "acme",
+        "subject": "alice",
+        "kind": "opaque",
+        "created_at": datetime.now(UTC).isoformat(),
+        **fields,
+    }
+    return TokenRecord.from_json(body)
 
 
 async def test_a_record_is_revoked_by_the_issuers_word_or_by_a_revocation_seen_here(
@@ -60,7 +62,7 @@ async def test_a_record_is_revoked_by_the_issuers_word_or_by_a_revocation_seen_h
         {
             "seq": 1,
             "tenant": "acme",
-            "token_id": listed["id"],
+            "token_id": listed.id,
             "jti": None,
             "display_id": None,
             "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
@@ -68,12 +70,12 @@ async def test_a_record_is_revoked_by_the_issuers_word_or_by_a_revocation_seen_h
         }
     )
     assert auth.record_revoked(listed)
-    assert auth.record_revoked({**listed, "revoked_at": None})
+    assert auth.record_revoked(replace(listed, revoked_at=None))
     assert not auth.record_revoked(_record())
 
 
 def test_a_record_is_expired_once_its_expiry_has_passed() -> None:
     now = datetime.now(UTC)
-    assert record_expired(_record(expires_at=(now - timedelta(seconds=1)).isoformat()))
-    assert not record_expired(_record(expires_at=(now + timedelta(minutes=1)).isoformat()))
-    assert not record_expired(_record(expires_at=None))  # never expires
+    assert _record(expires_at=(now - timedelta(seconds=1)).isoformat()).expired()
+    assert not _record(expires_at=(now + timedelta(minutes=1)).isoformat()).expired()
+    assert not _record(expires_at=None).expired()  # never expires

@@ -7,7 +7,6 @@ checked against the subscriber's revocation set.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from services.gateway.errors import DialectError, current_dialect
 from services.gateway.principal import Principal, from_claims
 from services.gateway.ratelimit import Limits
 from shared.authz import Action, Target, allowed
-from shared.clients.issuer import IssuerClient, TokenRecord, TokenSummary
+from shared.clients.issuer import IssuerClient
 from shared.clients.revocation import RevocationClient, VerifiedJwt
 from shared.errors import Unauthenticated, Unavailable
 from shared.logging import bind_actor
@@ -28,8 +27,6 @@ from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
 from shared.tokens import classify
 
 log = structlog.get_logger("tessera.gateway")
-# How long a revocation's answer waits for the issuer to note it (Authenticator.revoke).
-MARK_TIMEOUT = 2.0
 AUTH_FAILURES = Counter(
     "tessera_authentication_failures_total",
     "Credentials refused by the gateway, by dialect and reason",
@@ -71,13 +68,6 @@ class Authenticator:
         key = self._by_token_id.pop(str(revocation.get("token_id")), None)
         if key is not None:
             self._cache.pop(key, None)
-
-    def record_revoked(self, record: TokenRecord | TokenSummary) -> bool:
-        """Whether a token record from the issuer is revoked: as the issuer knows, or as a
-        revocation that has reached this gateway says (another gateway's revocation reaches
-        the issuer and us by events, in either order)."""
-        revoked = isinstance(record, TokenRecord) and record.revoked_at is not None
-        return revoked or self._subscriber.is_revoked(record.id)
 
     def revoked(self, principal: Principal) -> bool:
         return self._subscriber.is_revoked(principal.token_id) or bool(
@@ -174,28 +164,16 @@ class Authenticator:
         jwt: VerifiedJwt | None = None,
     ) -> list[dict[str, Any]]:
         """Revoke one token (by its id, or a JWT verified here) through the revocation
-        service; the revocations take effect here at once, then the issuer is told, all
-        before the reply.
+        service, which has told the issuer before it answers; the revocations it answers take
+        effect here at once.
 
-        The issuer would learn of them from their ``token.revoked`` events, milliseconds
-        later; a client that deletes a token and at once creates one at its quota, or deletes
-        it again, must already see the first delete."""
+        Other gateways learn of them from their ``token.revoked`` events, milliseconds later;
+        this one must not: a client that deletes a token and at once uses it, or deletes it
+        again, must already see the first delete."""
         revoked = await self._revocation.revoke(
             tenant, token_id=token_id, jwt=jwt, reason=reason, actor=actor
         )
         for revocation in revoked.revocations:
             self._subscriber.apply(revocation)
             self._forget(revocation)
-        await self._mark_revoked(revoked.revocations)
         return revoked.revocations
-
-    async def _mark_revoked(self, revocations: list[dict[str, Any]]) -> None:
-        """Have the issuer count these tokens revoked now. Best effort, for at most
-        MARK_TIMEOUT seconds: the revocations hold regardless and their events will tell it."""
-        if not revocations:
-            return
-        try:
-            async with asyncio.timeout(MARK_TIMEOUT):
-                await self._issuer.mark_revoked(revocations)
-        except Exception as exc:
-            log.warning("issuer not told of a revocation; its event will", error=repr(exc))

@@ -125,7 +125,7 @@ async def revoke(request: web.Request) -> web.Response:
         record is None
         or record.kind != "jobmanager"
         or record.subject != identity
-        or request.app[AUTH].record_revoked(record)
+        or record.revoked_at is not None
         or record.expired()
     ):
         raise DialectError(404, "Token not found")

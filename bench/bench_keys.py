@@ -11,7 +11,7 @@ same algorithm, on one core in this process, measured in the same run. Both comp
 same two cores, so the ratio is what this machine gives, load generator included.
 
 The last figure per algorithm is the endpoint as the issuer uses it: ``--concurrency`` callers
-each asking the issuer's own ``KeysClient`` for one signature at a time, which coalesces the
+each asking the issuer's own ``TenantKeys`` for one signature at a time, which coalesces the
 calls waiting behind the requests in flight into one request.
 """
 
@@ -32,8 +32,9 @@ import jwt
 
 from bench.report import result
 from services.cli import migrate_all
-from services.issuer.tenants import KeysClient
+from services.issuer.tenants import TenantKeys
 from services.keys.crypto import generate_private_key
+from shared.clients.keys import KeysClient
 from shared.db import drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +88,12 @@ async def coalesced_signs_per_second(
     signed = 0
     stop = time.perf_counter() + seconds
     async with aiohttp.ClientSession() as session:
-        client = KeysClient(session, url, cache_seconds=60)
+        client = TenantKeys(KeysClient(session, url), cache_seconds=60)
 
         async def worker() -> None:
             nonlocal signed
             while time.perf_counter() < stop:
-                tokens, _ = await client.sign(tenant, [claims()])
+                tokens = (await client.sign(tenant, [claims()])).tokens
                 assert len(tokens) == 1
                 signed += 1
 
@@ -153,7 +154,7 @@ async def run(args: argparse.Namespace) -> None:
             rate = await coalesced_signs_per_second(
                 url, alg.lower(), args.seconds, args.concurrency
             )
-            figure = f"{alg} signatures via the issuer's KeysClient"
+            figure = f"{alg} signatures via the issuer's TenantKeys"
             print(f"{figure:<44}{rate:>12,.0f}{raw:>12,.0f}{rate / raw:>8.2f}")
             result(figure, rate, "/s", f"pyjwt_{alg.lower()}_sign")
     finally:

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from shared.clients.base import client_session
+from shared.clients.keys import KeysClient
 from shared.db import describe_database
 from shared.devstack import (
     DevStack,
@@ -35,7 +37,7 @@ from shared.devstack import (
     running_stack,
     write_descriptor,
 )
-from shared.http import internal_session
+from shared.errors import Conflict, TesseraError
 from shared.pki import CA_KEY_FILE, init_pki
 from shared.pki import OPERATOR as OPERATOR_IDENTITY
 from shared.settings import (
@@ -249,16 +251,19 @@ async def ensure_tenant(
 ) -> str | None:
     """Create the tenant unless it exists; a line for the operator when its JWT issuer is not
     under ``public_url`` (it was made by a stack on another port or public URL)."""
-    async with internal_session(tls, timeout=30) as session:
-        async with session.post(f"{keys_url}/internal/tenants", json={"id": tenant}) as resp:
-            if resp.status == 200:
-                return None
-            if resp.status != 409:
-                body = await resp.text()
-                raise RuntimeError(f"creating tenant {tenant!r} failed: {resp.status} {body}")
-        async with session.get(f"{keys_url}/internal/tenants/{tenant}") as resp:
-            issuer = (await resp.json()).get("issuer") if resp.status == 200 else None
-    if isinstance(issuer, str) and issuer != f"{public_url}/v3/tokens":
+    async with client_session(tls, timeout=30) as session:
+        keys = KeysClient(session, keys_url)
+        try:
+            await keys.create_tenant(tenant)
+            return None
+        except Conflict:
+            existing = await keys.tenant(tenant)
+        except TesseraError as exc:
+            raise RuntimeError(
+                f"creating tenant {tenant!r} failed: {exc.status} {exc.message}"
+            ) from None
+    issuer = existing.issuer if existing is not None else None
+    if issuer is not None and issuer != f"{public_url}/v3/tokens":
         return (
             f"the {tenant!r} tenant already exists with the JWT issuer {issuer} (made by an"
             f" earlier run with another --port or TESSERA_PUBLIC_URL); its tokens keep it"

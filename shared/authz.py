@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Kind(StrEnum):
@@ -112,6 +112,17 @@ TABLE: Mapping[Action, Rule] = {
 }
 
 
+class OwnedRecord(Protocol):
+    """What an owner is read from: a token record's tenant, subject and kind."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+
+
 def namespace_of(token_kind: str | None) -> str:
     """Whose names a token's subject is in: jobmanager identities have their own."""
     return "jobmanager" if token_kind == "jobmanager" else "user"
@@ -127,12 +138,10 @@ class Target:
     account_type: str | None = None  # Tapis mints: the account type asked for
 
     @classmethod
-    def of_record(cls, record: Mapping[str, Any]) -> Target:
-        """The owner of an issuer TokenRecord."""
+    def of_record(cls, record: OwnedRecord) -> Target:
+        """The owner of an issuer TokenRecord (``shared.clients.issuer.TokenRecord``)."""
         return cls(
-            tenant=str(record["tenant"]),
-            subject=str(record["subject"]),
-            namespace=namespace_of(record.get("kind")),
+            tenant=record.tenant, subject=record.subject, namespace=namespace_of(record.kind)
         )
 
 

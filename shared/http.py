@@ -1,4 +1,5 @@
-"""aiohttp pieces every service shares: request context, JSON errors, probes, metrics, clients."""
+"""aiohttp pieces every service shares: request context, JSON errors, probes, metrics, and the
+mutual-TLS session the typed clients (``shared.clients``) are built on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
-from aiohttp import ClientError, ClientRequest, ClientResponse, ClientSession, ClientTimeout, web
+from aiohttp import ClientRequest, ClientResponse, ClientSession, ClientTimeout, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -299,41 +300,4 @@ def internal_session(
         timeout=ClientTimeout(total=timeout),
         middlewares=(_propagate_request_id,),
         raise_for_status=False,
-    )
-
-
-async def call_service(
-    session: ClientSession,
-    method: str,
-    url: str,
-    *,
-    service: str,
-    json_body: Any = None,
-    params: Mapping[str, str] | None = None,
-) -> tuple[int, Any]:
-    """Call another Tessera service; (status, parsed JSON). Unreachable → :class:`Unavailable`."""
-    try:
-        async with session.request(method, url, json=json_body, params=params) as resp:
-            if resp.content_type == JSON:
-                return resp.status, await resp.json()
-            text = await resp.text()
-            if resp.status >= 500:
-                raise Unavailable(f"the {service} service answered {resp.status}")
-            return resp.status, {"error": "http_error", "message": text[:200]}
-    except (ClientError, TimeoutError, OSError) as exc:
-        log.warning("service unreachable", target=service, error=type(exc).__name__)
-        raise Unavailable(f"the {service} service is unavailable") from None
-
-
-def raise_for_service_error(status: int, body: Any, service: str) -> None:
-    """Turn another service's JSON error into the same :class:`TesseraError` here."""
-    if status < 400:
-        return
-    if status >= 500 or not isinstance(body, dict):
-        raise Unavailable(f"the {service} service is unavailable")
-    raise TesseraError(
-        str(body.get("message", "request failed")),
-        code=str(body.get("error", "error")),
-        status=status,
-        details=body.get("details") if isinstance(body.get("details"), dict) else None,
     )

@@ -44,6 +44,13 @@ _SAFE_KEYS = frozenset({"token_id", "token_kind", "token_type", "tokens", "event
 REDACTED = "[redacted]"
 
 
+def mask_secrets(value: Any) -> Any:
+    """``value`` with credential-shaped strings masked and secret-named keys emptied, at any
+    depth: for text that leaves the process other than through a log line (an error message
+    passed on from another service)."""
+    return _redact_value(value)
+
+
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return _SECRET_VALUE.sub(REDACTED, value)

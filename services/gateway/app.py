@@ -8,23 +8,42 @@ from aiohttp import web
 
 from services.gateway import databricks, jobmanager, lagrello, oauth, tapis
 from services.gateway.auth import Authenticator
-from services.gateway.backends import Backends
-from services.gateway.context import AUTH, BACKENDS, SESSION, SETTINGS, SUBSCRIBER
+from services.gateway.context import (
+    AUTH,
+    ISSUER,
+    KEYS,
+    REVOCATION,
+    SESSION,
+    SETTINGS,
+    SUBSCRIBER,
+    TENANTS,
+)
 from services.gateway.edge import AddressGuard, address_guard
 from services.gateway.errors import VERSION, dialect_errors
 from services.gateway.openapi import openapi
 from services.gateway.ratelimit import Limits, RateLimiter
 from services.gateway.settings import Settings
-from shared.http import ACTOR_FROM_HEADER, base_app, internal_session, json_response
+from services.gateway.tenants import Tenants
+from shared.clients.base import client_session
+from shared.clients.issuer import IssuerClient
+from shared.clients.keys import KeysClient
+from shared.clients.revocation import RevocationClient
+from shared.http import ACTOR_FROM_HEADER, base_app, json_response
 from shared.service import COMMON, TLS, StartupError
 from shared.subscriber import FeedUnavailable, Subscriber, SubscriberConfig
 from shared.tls import ReloadingTls
 
 
 async def clients(app: web.Application) -> AsyncIterator[None]:
-    async with internal_session(app[TLS]) as session:
+    settings = app[SETTINGS]
+    async with client_session(app[TLS]) as session:
         app[SESSION] = session
-        app[BACKENDS] = Backends(session, app[SETTINGS])
+        app[ISSUER] = IssuerClient(session, settings.issuer_url)
+        app[KEYS] = KeysClient(session, settings.keys_url)
+        app[REVOCATION] = RevocationClient(session, settings.revocation_url)
+        app[TENANTS] = Tenants(
+            app[KEYS], settings.tenant_cache_seconds, settings.unknown_tenant_cache_seconds
+        )
         yield
 
 
@@ -49,7 +68,9 @@ async def subscriber(app: web.Application) -> AsyncIterator[None]:
         RateLimiter(settings.principal_rate, settings.principal_burst),
         RateLimiter(settings.tenant_rate, settings.tenant_burst),
     )
-    app[AUTH] = Authenticator(app[BACKENDS], sub, settings.opaque_cache_seconds, limits)
+    app[AUTH] = Authenticator(
+        app[ISSUER], app[REVOCATION], sub, settings.opaque_cache_seconds, limits
+    )
     yield
     await sub.close()
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from prometheus_client import Counter
 
 from services.gateway import edge
-from services.gateway.backends import Backends
 from services.gateway.errors import DialectError, current_dialect
-from services.gateway.principal import Principal, from_claims, from_issuer
+from services.gateway.principal import Principal, from_claims
 from services.gateway.ratelimit import Limits
 from shared.authz import Action, Target, allowed
+from shared.clients.issuer import IssuerClient
+from shared.clients.revocation import RevocationClient, VerifiedJwt
 from shared.errors import Unauthenticated, Unavailable
 from shared.logging import bind_actor
 from shared.subscriber import InvalidToken, Subscriber, VerifierUnavailable
@@ -46,17 +46,17 @@ def require(
         raise refusal
 
 
-def record_expired(record: dict[str, Any]) -> bool:
-    """Whether a token record from the issuer has passed its expiry (None: never expires)."""
-    expires = record["expires_at"]
-    return bool(expires) and datetime.fromisoformat(expires) <= datetime.now(UTC)
-
-
 class Authenticator:
     def __init__(
-        self, backends: Backends, subscriber: Subscriber, cache_seconds: float, limits: Limits
+        self,
+        issuer: IssuerClient,
+        revocation: RevocationClient,
+        subscriber: Subscriber,
+        cache_seconds: float,
+        limits: Limits,
     ) -> None:
-        self._backends = backends
+        self._issuer = issuer
+        self._revocation = revocation
         self._limits = limits
         self._subscriber = subscriber
         self._ttl = cache_seconds
@@ -68,14 +68,6 @@ class Authenticator:
         key = self._by_token_id.pop(str(revocation.get("token_id")), None)
         if key is not None:
             self._cache.pop(key, None)
-
-    def record_revoked(self, record: dict[str, Any]) -> bool:
-        """Whether a token record from the issuer is revoked: as the issuer knows, or as a
-        revocation that has reached this gateway says (another gateway's revocation reaches
-        the issuer and us by events, in either order)."""
-        return record.get("revoked_at") is not None or self._subscriber.is_revoked(
-            str(record["id"])
-        )
 
     def revoked(self, principal: Principal) -> bool:
         return self._subscriber.is_revoked(principal.token_id) or bool(
@@ -146,18 +138,15 @@ class Authenticator:
         cached = self._cache.get(key)
         now = time.monotonic()
         if cached and cached[0] > now:
-            principal = cached[1]
-            if principal.expires_at is None or principal.expires_at.timestamp() > time.time():
-                return principal
-        status, body = await self._backends.authenticate(token)
-        if status == 401:
+            remembered = cached[1]
+            if remembered.expires_at is None or remembered.expires_at.timestamp() > time.time():
+                return remembered
+        principal = await self._issuer.authenticate(token)
+        if principal is None:
             self._cache.pop(key, None)
             raise Unauthenticated(
                 "invalid credential: unknown, expired or revoked", details={"reason": "unknown"}
             )
-        if status != 200 or not isinstance(body, dict):
-            raise Unavailable("the issuer service is unavailable")
-        principal = from_issuer(body)
         if len(self._cache) > 100_000:
             self._cache.clear()
             self._by_token_id.clear()
@@ -165,16 +154,26 @@ class Authenticator:
         self._by_token_id[principal.token_id] = key
         return principal
 
-    async def revoke(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """Revoke through the revocation service (``POST /internal/revocations`` body); the
-        revocations take effect here at once, then the issuer is told, all before the reply.
+    async def revoke(
+        self,
+        tenant: str,
+        *,
+        reason: str,
+        actor: str,
+        token_id: str | None = None,
+        jwt: VerifiedJwt | None = None,
+    ) -> list[dict[str, Any]]:
+        """Revoke one token (by its id, or a JWT verified here) through the revocation
+        service, which has told the issuer before it answers; the revocations it answers take
+        effect here at once.
 
-        The issuer would learn of them from their ``token.revoked`` events, milliseconds
-        later; a client that deletes a token and at once creates one at its quota, or deletes
-        it again, must already see the first delete."""
-        revocations = await self._backends.revoke(body)
-        for revocation in revocations:
+        Other gateways learn of them from their ``token.revoked`` events, milliseconds later;
+        this one must not: a client that deletes a token and at once uses it, or deletes it
+        again, must already see the first delete."""
+        revoked = await self._revocation.revoke(
+            tenant, token_id=token_id, jwt=jwt, reason=reason, actor=actor
+        )
+        for revocation in revoked.revocations:
             self._subscriber.apply(revocation)
             self._forget(revocation)
-        await self._backends.mark_revoked(revocations)
-        return revocations
+        return revoked.revocations

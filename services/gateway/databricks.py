@@ -2,38 +2,37 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from services.gateway.auth import record_expired, require
-from services.gateway.context import AUTH, BACKENDS, SETTINGS
+from services.gateway.auth import require
+from services.gateway.context import AUTH, ISSUER, SETTINGS, TENANTS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal, json_object
 from shared.authz import Action, Target
-from shared.errors import TesseraError
+from shared.clients.issuer import TokenRecord, TokenSummary
+from shared.errors import QuotaExceeded
 from shared.http import json_response
 
 routes = web.RouteTableDef()
-TOKEN_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _ms(value: str | None) -> int:
-    return int(datetime.fromisoformat(value).timestamp() * 1000) if value else -1
+def _ms(value: datetime | None) -> int:
+    return int(value.timestamp() * 1000) if value else -1
 
 
-def token_info(record: dict[str, Any]) -> dict[str, Any]:
+def token_info(record: TokenRecord | TokenSummary) -> dict[str, Any]:
     """PublicTokenInfo: epoch milliseconds, -1 for never, no nulls (comment omitted)."""
     info: dict[str, Any] = {
-        "token_id": record["display_id"],
-        "creation_time": _ms(record["created_at"]),
-        "expiry_time": _ms(record["expires_at"]),
+        "token_id": record.display_id,
+        "creation_time": _ms(record.created_at),
+        "expiry_time": _ms(record.expires_at),
     }
-    if record.get("name"):
-        info["comment"] = record["name"]
+    if record.name:
+        info["comment"] = record.name
     return info
 
 
@@ -66,7 +65,7 @@ async def create(request: web.Request) -> web.Response:
     if lifetime is None:
         lifetime = min(
             request.app[SETTINGS].databricks_default_lifetime,
-            await request.app[BACKENDS].max_lifetime(principal.tenant),
+            await request.app[TENANTS].max_lifetime(principal.tenant),
         )
     elif not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
         raise DialectError(400, "lifetime_seconds must be a positive integer")
@@ -76,34 +75,29 @@ async def create(request: web.Request) -> web.Response:
     ):
         raise DialectError(400, "scopes must be a list of strings")
     try:
-        created = await request.app[BACKENDS].create_opaque(
-            tenant=principal.tenant,
-            subject=principal.subject,
-            kind="databricks",
+        created = await request.app[ISSUER].create_token(
+            principal.tenant,
+            principal.subject,
+            "databricks",
+            minter=principal,
             name=comment or None,
             ttl_seconds=lifetime,
             created_by=principal.subject,
-            minter=principal.to_json(),
         )
-    except TesseraError as exc:
-        if exc.code != "quota_exceeded":
-            raise
+    except QuotaExceeded as exc:
         raise DialectError(400, exc.message, "QUOTA_EXCEEDED") from None
-    return json_response(
-        {"token_value": created["value"], "token_info": token_info(created["token"])}
-    )
+    return json_response({"token_value": created.value, "token_info": token_info(created.token)})
 
 
 @routes.get("/api/2.0/token/list")
 async def list_tokens(request: web.Request) -> web.Response:
     principal = await caller(request)
     require(principal, Action.TOKEN_LIST, Target(principal.tenant), forbidden("list"))
-    tokens = await request.app[BACKENDS].owner_tokens(
-        principal.tenant, principal.subject, ["databricks"], 1000
+    tokens = await request.app[ISSUER].owner_tokens(
+        principal.tenant, principal.subject, ("databricks",), 1000
     )
-    auth = request.app[AUTH]
-    infos = [token_info(r) for r in tokens if not auth.record_revoked(r)]
-    return json_response({"token_infos": infos})
+    # The issuer's list is the answer: a revoke call returns only once the issuer counts it.
+    return json_response({"token_infos": [token_info(r) for r in tokens]})
 
 
 @routes.post("/api/2.0/token/delete")
@@ -119,22 +113,14 @@ async def delete(request: web.Request) -> web.Response:
     token_id = body.get("token_id")
     if not isinstance(token_id, str) or not token_id:
         raise DialectError(400, "token_id is required")
-    record = (
-        await request.app[BACKENDS].lookup(principal.tenant, display_id=token_id)
-        if TOKEN_ID.match(token_id)
-        else None
-    )
+    # A malformed id is looked up nowhere (the client checks its grammar).
+    record = await request.app[ISSUER].lookup(principal.tenant, display_id=token_id)
     # Unknown, expired, revoked and another user's tokens look the same: they do not exist.
     missing = DialectError(404, f"Token with id {token_id} does not exist.")
-    if record is None or request.app[AUTH].record_revoked(record) or record_expired(record):
+    if record is None or record.revoked_at is not None or record.expired():
         raise missing
     require(principal, Action.TOKEN_DELETE, Target.of_record(record), missing)
     await request.app[AUTH].revoke(
-        {
-            "tenant": principal.tenant,
-            "record": record,
-            "reason": "deleted",
-            "actor": principal.actor,
-        }
+        principal.tenant, token_id=record.id, reason="deleted", actor=principal.actor
     )
     return json_response({})

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.auth import record_expired, require
-from services.gateway.context import AUTH, BACKENDS, SETTINGS
+from services.gateway.auth import require
+from services.gateway.context import AUTH, ISSUER, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.requests import client_address, json_body
 from shared.authz import Action, Kind, Principal
@@ -90,17 +90,21 @@ async def create(request: web.Request) -> web.Response:
     expires_at = _expires_at(
         source.get("expiration"), now, request.app[SETTINGS].jobmanager_default_ttl
     )
-    created = await request.app[BACKENDS].create_opaque(
-        tenant=request.app[SETTINGS].default_tenant,
-        subject=identity,
-        kind="jobmanager",
-        expires_at=expires_at.isoformat(),
+    created = await request.app[ISSUER].create_token(
+        request.app[SETTINGS].default_tenant,
+        identity,
+        "jobmanager",
+        minter=principal,
+        expires_at=expires_at,
         created_by="jobmanager",
-        minter=principal.to_json(),
     )
-    record = created["token"]
+    expiry = created.token.expires_at
     return json_response(
-        {"token": created["value"], "identity": identity, "expires_at": record["expires_at"]}
+        {
+            "token": created.value,
+            "identity": identity,
+            "expires_at": expiry.isoformat() if expiry else None,
+        }
     )
 
 
@@ -116,21 +120,16 @@ async def revoke(request: web.Request) -> web.Response:
     identity = _identity(request.query["identity"])
     token = request.query["token"]
     tenant = request.app[SETTINGS].default_tenant
-    record = await request.app[BACKENDS].lookup(tenant, value=token) if token else None
+    record = await request.app[ISSUER].lookup(tenant, value=token) if token else None
     if (
         record is None
-        or record["kind"] != "jobmanager"
-        or record["subject"] != identity
-        or request.app[AUTH].record_revoked(record)
-        or record_expired(record)
+        or record.kind != "jobmanager"
+        or record.subject != identity
+        or record.revoked_at is not None
+        or record.expired()
     ):
         raise DialectError(404, "Token not found")
     await request.app[AUTH].revoke(
-        {
-            "tenant": tenant,
-            "record": record,
-            "reason": "revoked",
-            "actor": f"jobmanager:{identity}@{tenant}",
-        }
+        tenant, token_id=record.id, reason="revoked", actor=f"jobmanager:{identity}@{tenant}"
     )
     return json_response({"token": token, "identity": identity})

@@ -10,11 +10,12 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from services.gateway.auth import require
-from services.gateway.context import AUTH, BACKENDS, SETTINGS
+from services.gateway.context import AUTH, ISSUER, SETTINGS, TENANTS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal, json_body
 from shared.authz import LAGRELLO, Action, Target, delete_action
+from shared.clients.issuer import TokenRecord
 from shared.http import json_response
 from shared.tokens import classify
 
@@ -22,22 +23,22 @@ routes = web.RouteTableDef()
 MAX_SIZE = 20
 
 
-def rfc3339(value: str) -> str:
-    return datetime.fromisoformat(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def rfc3339(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def permissions_of(record: dict[str, Any]) -> list[str]:
-    stored = [p for p in record["permissions"] if p in LAGRELLO]
+def permissions_of(record: TokenRecord) -> list[str]:
+    stored = [p for p in record.permissions if p in LAGRELLO]
     return ["READ", *[p for p in ("WRITE", "ADMIN") if p in stored]]
 
 
-def token_model(record: dict[str, Any], token_key: str) -> dict[str, Any]:
+def token_model(record: TokenRecord, token_key: str) -> dict[str, Any]:
     """The Token model: exactly these five keys, never a null."""
     return {
         "tokenKey": token_key,
-        "tokenName": record["name"] or "",
-        "createdBy": record["created_by"] or record["subject"],
-        "createdAt": rfc3339(record["created_at"]),
+        "tokenName": record.name or "",
+        "createdBy": record.created_by or record.subject,
+        "createdAt": rfc3339(record.created_at),
         "permissions": permissions_of(record),
     }
 
@@ -65,19 +66,18 @@ async def create(request: web.Request) -> web.Response:
     requested = body.get("permissions") or []
     if not isinstance(requested, list) or not all(p in LAGRELLO for p in requested):
         raise DialectError(400, "permissions must be a list of READ, WRITE and ADMIN")
-    permissions = ["READ", *[p for p in ("WRITE", "ADMIN") if p in requested]]
-    backends = request.app[BACKENDS]
-    created = await backends.create_opaque(
-        tenant=principal.tenant,
-        subject=principal.subject,
-        kind="opaque",
+    permissions = ("READ", *[p for p in ("WRITE", "ADMIN") if p in requested])
+    created = await request.app[ISSUER].create_token(
+        principal.tenant,
+        principal.subject,
+        "opaque",
+        minter=principal,
         name=name,
         permissions=permissions,
         created_by=principal.subject,
-        ttl_seconds=await backends.max_lifetime(principal.tenant),
-        minter=principal.to_json(),
+        ttl_seconds=await request.app[TENANTS].max_lifetime(principal.tenant),
     )
-    return json_response(token_model(created["token"], created["value"]))
+    return json_response(token_model(created.token, created.value))
 
 
 def _page_param(request: web.Request, name: str, default: int, high: int | None) -> int:
@@ -101,19 +101,20 @@ async def list_tokens(request: web.Request) -> web.Response:
     )
     size = _page_param(request, "size", MAX_SIZE, MAX_SIZE)
     page = _page_param(request, "page", 1, 10_000_000 // MAX_SIZE)
-    result = await request.app[BACKENDS].list_tokens(
-        tenant=principal.tenant, kind="opaque", limit=str(size), offset=str((page - 1) * size)
+    result = await request.app[ISSUER].list_tokens(
+        principal.tenant, kinds=("opaque",), limit=size, offset=(page - 1) * size
     )
     base = f"{request.app[SETTINGS].public_url}/v1/tokens"
 
     def link(number: int) -> str:
         return f"{base}?page={number}&size={size}"
 
-    auth = request.app[AUTH]
-    data = [token_model(r, r["id"]) for r in result["tokens"] if not auth.record_revoked(r)]
+    # The issuer's page is the answer (a full page is `size` long): a revoke call returns only
+    # once the issuer counts it.
+    data = [token_model(r, r.id) for r in result.tokens]
     paging = {
         "previous": link(page - 1) if page > 1 else "",
-        "next": link(page + 1) if result["next_cursor"] else "",
+        "next": link(page + 1) if result.next_cursor else "",
     }
     return json_response({"data": data, "paging": paging})
 
@@ -129,15 +130,18 @@ async def delete(request: web.Request) -> web.Response:
             "nothing was deleted (a known bug of the generated clients)",
             "NotFound",
         )
-    backends = request.app[BACKENDS]
+    issuer = request.app[ISSUER]
+    record: TokenRecord | None = None
     if classify(key) == "opaque":
-        record = await backends.lookup(principal.tenant, value=key)
+        record = await issuer.lookup(principal.tenant, value=key)
     else:
         try:
-            record = await backends.lookup(principal.tenant, id=str(uuid.UUID(key)))
+            token_id = str(uuid.UUID(key))
         except ValueError:
-            record = None
-    if record is None or record["kind"] != "opaque" or request.app[AUTH].record_revoked(record):
+            token_id = None
+        if token_id is not None:
+            record = await issuer.lookup(principal.tenant, token_id=token_id)
+    if record is None or record.kind != "opaque" or record.revoked_at is not None:
         raise DialectError(404, "no such token", "NotFound")
     target = Target.of_record(record)
     require(
@@ -147,11 +151,6 @@ async def delete(request: web.Request) -> web.Response:
         DialectError(403, "only ADMIN or the token's creator may delete it", "Forbidden"),
     )
     await request.app[AUTH].revoke(
-        {
-            "tenant": principal.tenant,
-            "record": record,
-            "reason": "deleted",
-            "actor": principal.actor,
-        }
+        principal.tenant, token_id=record.id, reason="deleted", actor=principal.actor
     )
     return web.Response(status=204)

@@ -7,11 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.auth import require
-from services.gateway.context import AUTH, BACKENDS
+from services.gateway.context import AUTH, REVOCATION
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import basic, bearer, bearer_principal
 from shared.authz import Action, Target, allowed, delete_action
+from shared.clients.revocation import VerifiedJwt
 from shared.errors import Unauthenticated
 from shared.http import json_response
 
@@ -101,58 +102,54 @@ async def revoke(request: web.Request) -> web.Response:
     target = Target(subject.tenant, subject.subject, subject.namespace)
     if not allowed(principal, delete_action(principal, target), target):
         return json_response({})  # RFC 7009: the same answer whether or not anything changed
-    body: dict[str, Any] = {"tenant": subject.tenant, "reason": "revoked", "actor": principal.actor}
+    auth, tenant, actor = request.app[AUTH], subject.tenant, principal.actor
     if str(subject.token_kind).startswith("jwt"):
-        expires = subject.expires_at.isoformat() if subject.expires_at else None
-        body["jwt"] = {"jti": subject.token_id, "subject": subject.subject, "expires_at": expires}
+        # A JWT verified here: the revocation service needs no issuer lookup for it.
+        jwt = VerifiedJwt(subject.token_id, subject.subject, subject.expires_at)
+        await auth.revoke(tenant, jwt=jwt, reason="revoked", actor=actor)
     else:
-        # Everything the revocation service needs is known here: no issuer lookup for it.
-        expires = subject.expires_at.isoformat() if subject.expires_at else None
-        body["record"] = {
-            "id": subject.token_id,
-            "tenant": subject.tenant,
-            "subject": subject.subject,
-            "kind": subject.token_kind,
-            "display_id": subject.display_id,
-            "expires_at": expires,
-        }
-    await request.app[AUTH].revoke(body)
+        await auth.revoke(tenant, token_id=subject.token_id, reason="revoked", actor=actor)
     return json_response({})
 
 
-def _feed_params(request: web.Request, names: tuple[str, ...], tenant: str) -> dict[str, str]:
-    params = {"tenant": tenant}
-    # The subscriber library asks the snapshot for its compact rows, as it does internally.
-    shape = request.query.get("format")
-    if shape is not None:
-        if shape not in ("full", "compact"):
-            raise DialectError(400, "format must be full or compact", "bad_request")
-        params["format"] = shape
-    for name in names:
-        value = request.query.get(name)
-        if value is not None:
-            if not value.isdigit():
-                raise DialectError(400, f"{name} must be a non-negative integer", "bad_request")
-            params[name] = value
-    return params
+def _number(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    # Long enough for any seq, short enough for int() (whose limit would be a 500).
+    if not value.isdigit() or len(value) > 30:
+        raise DialectError(400, f"{name} must be a non-negative integer", "bad_request")
+    return int(value)
+
+
+def _compact(request: web.Request) -> bool:
+    """``format``: ``full`` (the default) or ``compact`` (the subscriber library's rows)."""
+    shape = request.query.get("format", "full")
+    if shape not in ("full", "compact"):
+        raise DialectError(400, "format must be full or compact", "bad_request")
+    return shape == "compact"
 
 
 @routes.get("/v1/revocations")
 async def feed(request: web.Request) -> web.Response:
     principal = await caller(request)
     require(principal, Action.REVOCATIONS_READ, Target(principal.tenant), _refused("read"))
-    params = _feed_params(request, ("since", "limit"), principal.tenant)
-    return json_response(await request.app[BACKENDS].feed("", params))
+    _compact(request)  # checked as the snapshot does; the feed has one form
+    since, limit = _number(request, "since"), _number(request, "limit")
+    return json_response(
+        await request.app[REVOCATION].feed(principal.tenant, since=since, limit=limit)
+    )
 
 
 @routes.get("/v1/revocations/snapshot")
 async def snapshot(request: web.Request) -> web.Response:
     principal = await caller(request)
     require(principal, Action.REVOCATIONS_READ, Target(principal.tenant), _refused("read"))
-    params = _feed_params(request, ("after_seq", "limit", "as_of"), principal.tenant)
+    compact = _compact(request)
+    after_seq, limit = _number(request, "after_seq"), _number(request, "limit")
+    as_of = _number(request, "as_of")
     # The compact form too, so outside subscribers (shared.subscriber) bootstrap from here.
-    shape = request.query.get("format", "full")
-    if shape not in ("full", "compact"):
-        raise DialectError(400, "format must be full or compact", "bad_request")
-    params["format"] = shape
-    return json_response(await request.app[BACKENDS].feed("/snapshot", params))
+    page = await request.app[REVOCATION].snapshot(
+        principal.tenant, after_seq=after_seq, limit=limit, as_of=as_of, compact=compact
+    )
+    return json_response(page)

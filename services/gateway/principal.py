@@ -1,4 +1,5 @@
-"""Who is calling: the :class:`shared.authz.Principal` behind a verified credential.
+"""Who is calling: the :class:`shared.authz.Principal` behind a verified JWT (an opaque
+credential's comes from the issuer, ``shared.clients.issuer.principal_from_json``).
 
 Refresh tokens are never principals: a refresh JWT is refused here, whatever the dialect.
 """
@@ -11,23 +12,7 @@ from typing import Any
 from shared.authz import Kind, Principal
 from shared.errors import Unauthenticated
 
-__all__ = ["Principal", "from_claims", "from_issuer"]
-
-
-def from_issuer(body: dict[str, Any]) -> Principal:
-    """The principal of an opaque credential, as the issuer's ``/internal/authenticate`` says."""
-    expires = body.get("expires_at")
-    token_kind = str(body["kind"])
-    return Principal(
-        kind=Kind.JOBMANAGER if token_kind == "jobmanager" else Kind.USER,
-        tenant=str(body["tenant"]),
-        subject=str(body["subject"]),
-        token_id=str(body["token_id"]),
-        token_kind=token_kind,
-        permissions=frozenset(body.get("permissions") or ()),
-        expires_at=datetime.fromisoformat(expires) if expires else None,
-        display_id=body.get("display_id"),
-    )
+__all__ = ["Principal", "from_claims"]
 
 
 def from_claims(claims: dict[str, Any]) -> Principal:

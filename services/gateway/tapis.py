@@ -12,12 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.auth import require
-from services.gateway.context import AUTH, BACKENDS, SUBSCRIBER
+from services.gateway.context import AUTH, ISSUER, KEYS, SUBSCRIBER, TENANTS
 from services.gateway.errors import VERSION, DialectError, tapis_envelope
 from services.gateway.principal import Principal
 from services.gateway.requests import basic, json_object
 from shared.authz import Action, Target, create_action
-from shared.errors import Unauthenticated
+from shared.clients.issuer import JwtRequest
+from shared.clients.revocation import VerifiedJwt
+from shared.errors import Unauthenticated, Unavailable
 from shared.http import json_response
 from shared.logging import bind_actor
 
@@ -100,27 +102,13 @@ async def create_token(request: web.Request) -> web.Response:
         body, "target_site", required=account_type == "service"
     )
     delegation = _bool(body, "delegation_token")
-    request_body: dict[str, Any] = {
-        "tenant": tenant,
-        "username": username,
-        "account_type": account_type,
-        "delegation": delegation,
-        "generate_refresh_token": _bool(body, "generate_refresh_token"),
-    }
-    if delegation:
-        request_body["delegation_sub_tenant_id"] = _str(body, "delegation_sub_tenant_id")
-        request_body["delegation_sub_username"] = _str(body, "delegation_sub_username")
-    if target_site is not None:
-        request_body["target_site"] = target_site
-    for name in ("access_token_ttl", "refresh_token_ttl"):
-        value = _int(body, name)
-        if value is not None:
-            request_body[name.replace("_token", "")] = value
+    refresh = _bool(body, "generate_refresh_token")
+    delegated_tenant = _str(body, "delegation_sub_tenant_id") if delegation else None
+    delegated_user = _str(body, "delegation_sub_username") if delegation else None
+    access_ttl, refresh_ttl = _int(body, "access_token_ttl"), _int(body, "refresh_token_ttl")
     claims = body.get("claims")
-    if claims is not None:
-        if not isinstance(claims, dict):
-            raise DialectError(400, "claims must be an object")
-        request_body["claims"] = claims
+    if claims is not None and not isinstance(claims, dict):
+        raise DialectError(400, "claims must be an object")
     # Authenticate, then authorise: nothing is said about a tenant to a caller who may not
     # mint in it, and one who may is authenticated in it, so it is served here.
     principal, by_basic = await _creator(request, username)
@@ -131,8 +119,21 @@ async def create_token(request: web.Request) -> web.Response:
         target,
         DialectError(400, "not authorised to generate tokens for this tenant and user"),
     )
-    request_body["minter"] = principal.to_json()
-    result = await request.app[BACKENDS].create_jwt(request_body)
+    jwt_request = JwtRequest(
+        tenant=tenant,
+        username=username,
+        account_type=str(account_type),
+        minter=principal,
+        generate_refresh_token=refresh,
+        delegation=delegation,
+        delegation_sub_tenant_id=delegated_tenant,
+        delegation_sub_username=delegated_user,
+        target_site=target_site,
+        access_ttl=access_ttl,
+        refresh_ttl=refresh_ttl,
+        claims=claims,
+    )
+    result = await request.app[ISSUER].create_jwt(jwt_request)
     return ok(request, result, "Token generation successful.")
 
 
@@ -154,7 +155,7 @@ async def refresh_token(request: web.Request) -> web.Response:
     if claims.get("tapis/token_type") != "refresh":
         raise DialectError(400, "the token is not a refresh token")
     try:
-        result = await request.app[BACKENDS].refresh_jwt(token)
+        result = await request.app[ISSUER].refresh_jwt(token)
     except Unauthenticated as exc:
         raise DialectError(400, f"Invalid refresh token: {exc.message}") from None
     return ok(request, result, "Token generation successful.")
@@ -166,17 +167,13 @@ async def revoke_token(request: web.Request) -> web.Response:
     # Possession of the token is the right to revoke it: its holder is the actor.
     actor = str(claims.get("sub"))
     bind_actor(actor)
+    jwt = VerifiedJwt(
+        jti=str(claims["jti"]),
+        subject=str(claims.get("tapis/username") or claims.get("sub")),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )
     await request.app[AUTH].revoke(
-        {
-            "tenant": claims["tapis/tenant_id"],
-            "actor": actor,
-            "jwt": {
-                "jti": claims["jti"],
-                "subject": claims.get("tapis/username") or claims.get("sub"),
-                "expires_at": datetime.fromtimestamp(int(claims["exp"]), UTC).isoformat(),
-            },
-            "reason": "revoked",
-        }
+        str(claims["tapis/tenant_id"]), jwt=jwt, reason="revoked", actor=actor
     )
     return ok(request, "", f"Token {claims['jti']} has been revoked.")
 
@@ -195,12 +192,12 @@ async def update_keys(request: web.Request) -> web.Response:
         Target(tenant),
         DialectError(400, "not authorised to update the keys of this tenant"),
     )
-    if await request.app[BACKENDS].tenant(tenant) is None:
+    if await request.app[TENANTS].get(tenant) is None:
         raise DialectError(400, f"tenant {tenant} is not served here")
-    rotated = await request.app[BACKENDS].rotate_now(tenant)
+    rotated = await request.app[KEYS].rotate(tenant, immediate=True)
     # The new key signs at once: this replica learns it now, the others from key.rotated.
     request.app[SUBSCRIBER].keys_changed(tenant)
-    return ok(request, {"public_key": rotated["public_key_pem"]}, "Keys updated.")
+    return ok(request, {"public_key": rotated.public_key_pem}, "Keys updated.")
 
 
 @routes.get("/v3/tokens/hello")
@@ -219,12 +216,13 @@ async def ready(request: web.Request) -> web.Response:
 async def jwks(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     # Known tenants come from the cache; an unknown one counts against the client's address.
-    if await request.app[BACKENDS].tenant(tenant) is None:
+    if await request.app[TENANTS].get(tenant) is None:
         raise DialectError(400, "unknown tenant")
-    status, body, cache_control = await request.app[BACKENDS].jwks(tenant)
-    if status == 404:
+    try:
+        found = await request.app[KEYS].jwks(tenant)
+    except Unavailable:
+        raise DialectError(503, "signing keys are unavailable") from None
+    if found is None:
         raise DialectError(400, "unknown tenant")
-    if status != 200:
-        raise DialectError(503, "signing keys are unavailable")
-    headers = {"Cache-Control": cache_control} if cache_control else None
-    return json_response(body, headers=headers)
+    headers = {"Cache-Control": found.cache_control} if found.cache_control else None
+    return json_response(found.body, headers=headers)

@@ -9,18 +9,21 @@ from aiohttp import web
 from services.issuer.events import HANDLERS
 from services.issuer.handlers import CALLERS, KEYS, SESSION, SETTINGS, WRITER, routes
 from services.issuer.settings import Settings
-from services.issuer.tenants import KeysClient
+from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter
-from shared.http import base_app, internal_session
+from shared.clients.base import client_session
+from shared.clients.keys import KeysClient
+from shared.http import base_app
 from shared.service import COMMON, POOL, TLS, broker, db_pool, event_consumers, outbox_relay
 from shared.tls import ReloadingTls
 
 
 async def clients(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with internal_session(app[TLS]) as session:
+    async with client_session(app[TLS]) as session:
         app[SESSION] = session
-        app[KEYS] = KeysClient(session, settings.keys_url, settings.tenant_cache_seconds)
+        keys = KeysClient(session, settings.keys_url)
+        app[KEYS] = TenantKeys(keys, settings.tenant_cache_seconds)
         app[WRITER] = TokenWriter(app[POOL])
         yield
 

@@ -7,18 +7,12 @@ descriptor, see ``shared.devstack``), else the default port on this machine.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import ssl
 from typing import Any
 
-import aiohttp
-
 from shared.authz import OPERATOR
-from shared.devstack import operator_tls, service_endpoint
-from shared.http import internal_session
+from shared.clients.issuer import IssuerClient, JwtRequest
+from shared.clients.operator import operator_call
 from shared.service import fail
-from shared.tls import ReloadingTls
 
 DIALECT_KIND = {"opaque": "opaque", "databricks": "databricks", "jobmanager": "jobmanager"}
 # CONTRACTS.md §0: Tessera's permissions, valid in every dialect.
@@ -44,55 +38,39 @@ def _check_permissions(permissions: list[str], dialect: str) -> None:
             )
 
 
-async def _post(path: str, body: dict[str, Any]) -> Any:
-    endpoint = service_endpoint(os.environ, "issuer")
-    url = endpoint.url + path
-    tls = ReloadingTls(operator_tls(os.environ))
-    try:
-        async with (
-            internal_session(tls, timeout=30) as session,
-            session.post(url, json=body) as resp,
-        ):
-            payload = await resp.json(content_type=None)
-    except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
-        fail(
-            f"cannot reach the issuer service at {endpoint.url} ({endpoint.source}):"
-            f" {type(exc).__name__}"
-        )
-    if resp.status >= 400:
-        message = payload.get("message") if isinstance(payload, dict) else payload
-        fail(f"token not created ({resp.status}): {message}")
-    return payload
-
-
 def cmd_token_create(args: argparse.Namespace) -> int:
     if args.ttl is not None and args.ttl <= 0:
         fail("--ttl must be a positive number of seconds", 2)
     _check_permissions(args.permission, args.dialect)
     if args.dialect == "tapis":
-        body: dict[str, Any] = {
-            "tenant": args.tenant,
-            "username": args.subject,
-            "account_type": "user",
-            "permissions": args.permission,
-            "minter": OPERATOR.to_json(),
-        }
-        if args.ttl:
-            body["access_ttl"] = args.ttl
-        print(asyncio.run(_post("/internal/jwt", body))["access_token"]["access_token"])
+        request = JwtRequest(
+            tenant=args.tenant,
+            username=args.subject,
+            account_type="user",
+            minter=OPERATOR,
+            permissions=tuple(args.permission),
+            access_ttl=args.ttl,
+        )
+        result = operator_call(
+            IssuerClient, lambda issuer: issuer.create_jwt(request), failed="token not created"
+        )
+        print(result["access_token"]["access_token"])
         return 0
-    body = {
-        "tenant": args.tenant,
-        "subject": args.subject,
-        "kind": DIALECT_KIND[args.dialect],
-        "permissions": args.permission,
-        "ttl_seconds": args.ttl,
-        "created_by": "operator",
-        "minter": OPERATOR.to_json(),
-    }
-    if args.name:
-        body["name"] = args.name
-    print(asyncio.run(_post("/internal/tokens", body))["value"])
+    created = operator_call(
+        IssuerClient,
+        lambda issuer: issuer.create_token(
+            args.tenant,
+            args.subject,
+            DIALECT_KIND[args.dialect],
+            minter=OPERATOR,
+            name=args.name or None,
+            permissions=tuple(args.permission),
+            ttl_seconds=args.ttl,
+            created_by="operator",
+        ),
+        failed="token not created",
+    )
+    print(created.value)
     return 0
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from shared.authz import Principal
@@ -334,3 +335,29 @@ def principal_json(row: Any) -> dict[str, Any]:
 
 def is_active(row: Any, now: datetime) -> bool:
     return row["revoked_at"] is None and (row["expires_at"] is None or row["expires_at"] > now)
+
+
+# A used refresh token presented again inside the grace window gets its pair again, at most
+# this many times; then it counts as reuse.
+MAX_GRACE_RETRIES = 3
+
+
+class RefreshStep(StrEnum):
+    """What presenting a refresh token does, decided from its row (see :func:`refresh_step`)."""
+
+    INVALID = "invalid"  # unknown, expired or revoked: refused
+    ROTATE = "rotate"  # its first use: a new pair in the same family
+    RETRY = "retry"  # used a moment ago: the same pair again (a client that lost the answer)
+    REUSE = "reuse"  # used before, and not a retry: theft, the whole family is revoked
+
+
+def refresh_step(row: Any, now: datetime, grace_seconds: int) -> RefreshStep:
+    """The step a refresh token's row (None: no such token) calls for at ``now``."""
+    if row is None or not is_active(row, now):
+        return RefreshStep.INVALID
+    if row["used_at"] is None:
+        return RefreshStep.ROTATE
+    within = now - row["used_at"] <= timedelta(seconds=grace_seconds)
+    if within and row["retries"] < MAX_GRACE_RETRIES:
+        return RefreshStep.RETRY
+    return RefreshStep.REUSE

@@ -24,7 +24,7 @@ from services.issuer.domain import (
 from services.issuer.errors import UnknownToken
 from services.issuer.events import revoked_mark
 from services.issuer.settings import Settings
-from services.issuer.tenants import KeysClient
+from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter
 from shared.authz import OPERATOR as OPERATOR_PRINCIPAL
 from shared.authz import Kind, Principal
@@ -36,7 +36,8 @@ from shared.service import POOL
 log = structlog.get_logger("tessera.issuer")
 routes = web.RouteTableDef()
 # Who may call what (shared.callers): the gateway for its callers, the operator to mint first
-# credentials and read records, the revocation service to resolve what it revokes.
+# credentials and read records, the revocation service to resolve what it revokes and to say
+# what it revoked.
 CALLERS: Callers = {
     "POST /internal/tokens": frozenset({GATEWAY, OPERATOR}),
     "POST /internal/authenticate": frozenset({GATEWAY}),
@@ -44,12 +45,12 @@ CALLERS: Callers = {
     "POST /internal/jwt/refresh": frozenset({GATEWAY}),
     "GET /internal/tokens": frozenset({GATEWAY, OPERATOR}),
     "POST /internal/tokens/lists": frozenset({GATEWAY}),
-    "POST /internal/tokens/revoked": frozenset({GATEWAY}),
+    "POST /internal/tokens/revoked": frozenset({REVOCATION}),
     "GET /internal/tokens/lookup": frozenset({GATEWAY, REVOCATION}),
     "GET /internal/tokens/active": frozenset({REVOCATION}),
 }
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-KEYS: web.AppKey[KeysClient] = web.AppKey("keys_client", KeysClient)
+KEYS: web.AppKey[TenantKeys] = web.AppKey("tenant_keys", TenantKeys)
 SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)
 WRITER: web.AppKey[TokenWriter] = web.AppKey("token_writer", TokenWriter)
 
@@ -199,8 +200,8 @@ async def owner_lists(request: web.Request) -> web.Response:
 @routes.post("/internal/tokens/revoked")
 async def mark_revoked(request: web.Request) -> web.Response:
     """Count tokens revoked now, not only once their ``token.revoked`` events arrive: the
-    gateway calls this after each revocation, so its next lookup, list or quota check (here,
-    a few milliseconds later) already sees it."""
+    revocation service calls this after committing each revoke and before answering it, so
+    whoever asked for the revocation finds it in the next lookup, list or quota check here."""
     revocations = (await read_json_object(request)).get("revocations")
     if not isinstance(revocations, list) or not all(
         isinstance(r, dict) and isinstance(r.get("tenant"), str) for r in revocations

@@ -16,35 +16,40 @@ import structlog
 
 from services.issuer import store
 from services.issuer.domain import (
+    MAX_GRACE_RETRIES,
     OPAQUE_KINDS,
     CreateJwt,
     CreateOpaque,
+    RefreshStep,
     access_claims,
     is_active,
     principal_json,
     record_json,
     refresh_claims,
+    refresh_step,
     rotated_pair,
     token_response,
 )
 from services.issuer.errors import InvalidCredential
 from services.issuer.events import refresh_reused, token_issued
-from services.issuer.tenants import KeysClient
+from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter
-from shared.authz import DEFAULT_MAX_LIFETIME, Mint, Principal, may_mint
+from shared.authz import Mint, Principal, may_mint
 from shared.bus.outbox import add_event
-from shared.errors import BadRequest, Forbidden
+from shared.clients.keys import Signed
+from shared.errors import BadRequest, Forbidden, Unavailable
 from shared.tokens import Pepper, classify, new_databricks_token, new_opaque_token
 
 log = structlog.get_logger("tessera.issuer")
+__all__ = ["MAX_GRACE_RETRIES", "authenticate", "create_opaque", "issue_jwt", "refresh"]
 
 
 async def create_opaque(
-    writer: TokenWriter, keys: KeysClient, pepper: Pepper, request: CreateOpaque
+    writer: TokenWriter, keys: TenantKeys, pepper: Pepper, request: CreateOpaque
 ) -> tuple[dict[str, Any], str]:
     """A new opaque token within the owner's quota: (its record, its value shown once)."""
     tenant = await keys.tenant(request.tenant)
-    max_lifetime = max_lifetime_of(tenant)
+    max_lifetime = tenant.lifetime_limit
     now = datetime.now(UTC)
     if request.expires_at is not None:
         # An exact instant (a jobmanager expiration): stored as asked, not re-derived from a
@@ -77,13 +82,8 @@ async def create_opaque(
         "created_by": request.created_by,
         "secret_hash": pepper.hash(value),
     }
-    [row] = await writer.insert([token], quota=int(tenant["token_quota"]))
+    [row] = await writer.insert([token], quota=tenant.token_quota)
     return record_json(row), value
-
-
-def max_lifetime_of(tenant: dict[str, Any]) -> int:
-    """The tenant's maximum credential lifetime, seconds (keys service's tenant settings)."""
-    return int(tenant.get("max_lifetime") or DEFAULT_MAX_LIFETIME)
 
 
 def check_lifetime(ttl: int, max_lifetime: int, name: str) -> None:
@@ -154,14 +154,14 @@ def _jwt_records(
 
 
 async def issue_jwt(
-    writer: TokenWriter, keys: KeysClient, pepper: Pepper, request: CreateJwt
+    writer: TokenWriter, keys: TenantKeys, pepper: Pepper, request: CreateJwt
 ) -> dict[str, Any]:
     """A Tapis access token (and refresh token if asked), signed by the keys service."""
     tenant = await keys.tenant(request.tenant)
     now = datetime.now(UTC)
-    max_lifetime = max_lifetime_of(tenant)
-    access_ttl = request.access_ttl or int(tenant["access_ttl"])
-    refresh_ttl = request.refresh_ttl or int(tenant["refresh_ttl"])
+    max_lifetime = tenant.lifetime_limit
+    access_ttl = request.access_ttl or tenant.access_ttl
+    refresh_ttl = request.refresh_ttl or tenant.refresh_ttl
     check_lifetime(access_ttl, max_lifetime, "access_token_ttl")
     if request.refresh:
         check_lifetime(refresh_ttl, max_lifetime, "refresh_token_ttl")
@@ -174,18 +174,19 @@ async def issue_jwt(
         request.account_type,
     )
     check_mint(request.minter, mint, max_lifetime)
-    access = access_claims(request, tenant["issuer"], access_ttl, now)
+    access = access_claims(request, tenant.issuer, access_ttl, now)
     claim_sets = [access]
     if request.refresh:
         claim_sets.append(refresh_claims(access, access_ttl, refresh_ttl, now))
-    tokens, kid = await keys.sign(request.tenant, claim_sets)
+    signed = await keys.sign(request.tenant, claim_sets)
+    tokens = signed.tokens
     family = uuid.uuid4() if request.refresh else None
     records = _jwt_records(
         request.tenant,
         request.username,
         request.permissions,
         list(zip(tokens, claim_sets, strict=True)),
-        kid,
+        signed.kid,
         family,
         pepper,
         now,
@@ -217,14 +218,9 @@ def _pair_response(
     }
 
 
-# A used refresh token presented again inside the grace window gets its pair again, at most
-# this many times; then it counts as reuse.
-MAX_GRACE_RETRIES = 3
-
-
 async def refresh(
     pool: asyncpg.Pool,
-    keys: KeysClient,
+    keys: TenantKeys,
     pepper: Pepper,
     value: str,
     *,
@@ -234,66 +230,90 @@ async def refresh(
     same pair again (a few times); any other reuse revokes the whole family, durably: the
     family is marked revoked and ``token.refresh_reused`` is written to the outbox in the
     transaction that detects it, and the revocation service revokes it for every subscriber
-    from that event, however long it was away."""
+    from that event, however long it was away.
+
+    No row is locked while a signature is awaited: the token is read, what its step needs is
+    signed, and only then is its row locked, its step decided again and claimed, in a short
+    transaction. Two racing first uses both sign; one claims, and the other, finding the token
+    used, goes round again as a retry of the winner's pair."""
     if classify(value) != "jwt":
         raise InvalidCredential("not a valid refresh token")
     hashes = pepper.candidate_hashes(value)
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
-        row = await store.fetch_refresh(conn, hashes)
-        if row is None or not is_active(row, now):
+    # Each round that loses its claim saw the row move on (unused, used, reused or revoked):
+    # it can do so three times at most, and a reuse or a refusal always ends the loop.
+    for _ in range(4):
+        async with pool.acquire() as conn:
+            row = await store.fetch_refresh(conn, hashes, lock=False)
+        step = refresh_step(row, now, grace_seconds)
+        if step is RefreshStep.INVALID:
             raise InvalidCredential("not a valid refresh token")
-        if row["used_at"] is None:
-            return await _rotate(conn, keys, pepper, row, value, now)
-        within = now - row["used_at"] <= timedelta(seconds=grace_seconds)
-        if within and row["retries"] < MAX_GRACE_RETRIES:
-            return await _retry(conn, keys, pepper, row)
-        revoked = await store.revoke_family(conn, row["family_id"], now)
-        await add_event(conn, refresh_reused(row, revoked))
-    log.warning(
-        "refresh token reused: family revoked",
-        tenant=row["tenant"],
-        family_id=str(row["family_id"]),
-        tokens=len(revoked),
-    )
-    raise InvalidCredential("refresh token already used; its family is revoked")
+        pair = None if step is RefreshStep.REUSE else await _sign_for(step, keys, row, value, now)
+        async with pool.acquire() as conn, conn.transaction():
+            row = await store.fetch_refresh(conn, hashes)
+            if row is None or refresh_step(row, now, grace_seconds) is not step:
+                continue
+            if pair is not None:
+                return await _claim(conn, step, pepper, row, pair, now)
+            revoked = await store.revoke_family(conn, row["family_id"], now)
+            await add_event(conn, refresh_reused(row, revoked))
+        log.warning(
+            "refresh token reused: family revoked",
+            tenant=row["tenant"],
+            family_id=str(row["family_id"]),
+            tokens=len(revoked),
+        )
+        raise InvalidCredential("refresh token already used; its family is revoked")
+    raise Unavailable("the refresh token is changing too fast; try again")
 
 
-async def _rotate(
+# A pair to hand out: its claim sets (access, refresh) and their signature.
+Pair = tuple[dict[str, Any], dict[str, Any], Signed]
+
+
+async def _sign_for(
+    step: RefreshStep, keys: TenantKeys, row: Any, value: str, now: datetime
+) -> Pair:
+    """The pair a rotation or a retry hands out, signed: a new one to rotate to, the one given
+    before to a retry. Called with no transaction open."""
+    if step is RefreshStep.ROTATE:
+        access, refresh = rotated_pair(_payload(value), now)
+    else:
+        access, refresh = row["replaced_by"]["access"], row["replaced_by"]["refresh"]
+    return access, refresh, await keys.sign(row["tenant"], [access, refresh])
+
+
+async def _claim(
     conn: asyncpg.Connection,
-    keys: KeysClient,
+    step: RefreshStep,
     pepper: Pepper,
     row: Any,
-    value: str,
+    pair: Pair,
     now: datetime,
 ) -> dict[str, Any]:
-    """The first use of a refresh token: a new pair in the same family."""
-    access, new_refresh = rotated_pair(_payload(value), now)
-    tokens, kid = await keys.sign(row["tenant"], [access, new_refresh])
-    records = _jwt_records(
-        row["tenant"],
-        row["subject"],
-        list(row["permissions"]),
-        [(tokens[0], access), (tokens[1], new_refresh)],
-        kid,
-        row["family_id"],
-        pepper,
-        now,
-    )
-    for record in records:
-        await add_event(conn, token_issued(await store.insert_token(conn, record)))
-    await store.mark_used(conn, row["id"], now, {"access": access, "refresh": new_refresh})
-    return _pair_response(tokens, access, new_refresh)
-
-
-async def _retry(
-    conn: asyncpg.Connection, keys: KeysClient, pepper: Pepper, row: Any
-) -> dict[str, Any]:
-    """A client retrying after a lost answer: the same claims, signed again. RS256 gives the
-    very tokens it missed; ECDSA signs differently each time, so the new copy of the refresh
-    token is recorded (as a keyed hash) to refresh like the first."""
-    pair = row["replaced_by"]
-    tokens, _ = await keys.sign(row["tenant"], [pair["access"], pair["refresh"]])
-    await store.count_retry(conn, row["id"])
-    await store.add_refresh_alias(conn, pepper.hash(tokens[1]), uuid.UUID(pair["refresh"]["jti"]))
-    return _pair_response(tokens, pair["access"], pair["refresh"])
+    """In the claiming transaction: record what ``step`` handed out; the answer."""
+    access, refresh, signed = pair
+    if step is RefreshStep.ROTATE:
+        # The first use: a new pair in the same family.
+        records = _jwt_records(
+            row["tenant"],
+            row["subject"],
+            list(row["permissions"]),
+            list(zip(signed.tokens, (access, refresh), strict=True)),
+            signed.kid,
+            row["family_id"],
+            pepper,
+            now,
+        )
+        for record in records:
+            await add_event(conn, token_issued(await store.insert_token(conn, record)))
+        await store.mark_used(conn, row["id"], now, {"access": access, "refresh": refresh})
+    else:
+        # A client retrying after a lost answer: the same claims, signed again. RS256 gives the
+        # very tokens it missed; ECDSA signs differently each time, so the new copy of the
+        # refresh token is recorded (as a keyed hash) to refresh like the first.
+        await store.count_retry(conn, row["id"])
+        await store.add_refresh_alias(
+            conn, pepper.hash(signed.tokens[1]), uuid.UUID(refresh["jti"])
+        )
+    return _pair_response(signed.tokens, access, refresh)

@@ -151,16 +151,18 @@ async def fetch_by_hash(
     return row
 
 
-async def fetch_refresh(conn: asyncpg.Connection, hashes: list[bytes]) -> asyncpg.Record | None:
+async def fetch_refresh(
+    conn: asyncpg.Connection, hashes: list[bytes], *, lock: bool = True
+) -> asyncpg.Record | None:
     """The refresh token with one of these keyed hashes (its own, or a grace retry's copy),
-    locked until the transaction ends."""
+    locked until the transaction ends (unless ``lock`` is false: a plain read)."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""SELECT {COLUMNS}, secret_hash, used_at, replaced_by, retries FROM tokens
             WHERE kind = 'jwt_refresh' AND (
                 secret_hash = ANY($1::bytea[])
                 OR id = (SELECT token_id FROM refresh_aliases
                          WHERE secret_hash = ANY($1::bytea[]) LIMIT 1))
-            LIMIT 1 FOR UPDATE""",
+            LIMIT 1{" FOR UPDATE" if lock else ""}""",
         hashes,
     )
     return row

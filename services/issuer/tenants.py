@@ -1,55 +1,40 @@
-"""Tenant settings from the keys service, cached for a few seconds, and signing through it."""
+"""The issuer's use of the keys service: tenant settings cached for a few seconds, and
+concurrent signing requests coalesced (``shared.clients.keys`` makes the calls)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from aiohttp import ClientSession
-
 from services.issuer.errors import UnknownTenant
 from shared.batching import Batcher
 from shared.cache import TtlCache
-from shared.errors import TesseraError, Unavailable
-from shared.http import call_service, raise_for_service_error
-from shared.ids import InvalidIdentifier, tenant_url
+from shared.clients.keys import KeysClient, Signed, Tenant
+from shared.errors import TesseraError
 
 SignCall = tuple[str, list[dict[str, Any]]]
-Signed = tuple[list[str], str]
 # Claim sets per signing request; the keys service takes up to 32 (MAX_CLAIM_SETS).
 SIGN_BATCH = 16
 
 
-class KeysClient:
-    def __init__(self, session: ClientSession, base_url: str, cache_seconds: float) -> None:
-        self._session = session
-        self._base = base_url
-        self._tenants: TtlCache[str, dict[str, Any]] = TtlCache(cache_seconds)
+class TenantKeys:
+    """Tenants and signatures for the issuer, through one :class:`KeysClient`."""
+
+    def __init__(self, keys: KeysClient, cache_seconds: float) -> None:
+        self._keys = keys
+        self._tenants: TtlCache[str, Tenant] = TtlCache(cache_seconds)
         self._signer: Batcher[SignCall, Signed] = Batcher(
             self._sign_batch, max_batch=SIGN_BATCH, weight=lambda call: len(call[1])
         )
 
-    async def tenant(self, tenant: str) -> dict[str, Any]:
+    async def tenant(self, tenant: str) -> Tenant:
         """The tenant's settings (issuer, lifetimes, quota), or :class:`UnknownTenant`."""
-        found = await self._tenants.get(tenant, lambda: self._fetch_tenant(tenant))
+        found = await self._tenants.get(tenant, lambda: self._keys.tenant(tenant))
         if found is None:
             raise UnknownTenant(f"unknown tenant {tenant!r}")
-        return dict(found)
+        return found
 
-    def _url(self, tenant: str, *rest: str) -> str:
-        try:
-            return tenant_url(self._base, tenant, *rest)
-        except InvalidIdentifier:
-            raise UnknownTenant(f"unknown tenant {tenant!r}") from None
-
-    async def _fetch_tenant(self, tenant: str) -> dict[str, Any] | None:
-        status, body = await call_service(self._session, "GET", self._url(tenant), service="keys")
-        if status == 404:
-            return None
-        raise_for_service_error(status, body, "keys")
-        return dict(body)
-
-    async def sign(self, tenant: str, claim_sets: list[dict[str, Any]]) -> tuple[list[str], str]:
+    async def sign(self, tenant: str, claim_sets: list[dict[str, Any]]) -> Signed:
         """Signed tokens, in order, and the kid that signed them.
 
         Concurrent calls are coalesced: claim sets queued while earlier signing requests are in
@@ -64,45 +49,34 @@ class KeysClient:
 
         async def one_tenant(tenant: str, indexes: list[int]) -> None:
             try:
-                tokens, kid = await self._sign_request(
+                signed = await self._keys.sign(
                     tenant, [claims for n in indexes for claims in calls[n][1]]
                 )
             except TesseraError as exc:
-                if len(indexes) == 1 or exc.status >= 500 or isinstance(exc, UnknownTenant):
+                if len(indexes) == 1 or exc.status >= 500 or exc.code == "unknown_tenant":
                     for n in indexes:
-                        results[n] = exc
+                        results[n] = _own(exc, tenant)
                     return
                 # Refused as a whole (bad claims, too large): each call on its own, so the
                 # refusal reaches only the call that caused it.
                 for n in indexes:
                     try:
-                        results[n] = await self._sign_request(tenant, calls[n][1])
+                        results[n] = await self._keys.sign(tenant, calls[n][1])
                     except TesseraError as own:
-                        results[n] = own
+                        results[n] = _own(own, tenant)
                 return
             start = 0
             for n in indexes:
                 count = len(calls[n][1])
-                results[n] = (tokens[start : start + count], kid)
+                results[n] = Signed(signed.tokens[start : start + count], signed.kid)
                 start += count
 
         await asyncio.gather(*(one_tenant(t, indexes) for t, indexes in by_tenant.items()))
         return results
 
-    async def _sign_request(
-        self, tenant: str, claim_sets: list[dict[str, Any]]
-    ) -> tuple[list[str], str]:
-        status, body = await call_service(
-            self._session,
-            "POST",
-            self._url(tenant, "sign"),
-            service="keys",
-            json_body={"claims": claim_sets},
-        )
-        if status == 404:
-            raise UnknownTenant(f"unknown tenant {tenant!r}")
-        raise_for_service_error(status, body, "keys")
-        tokens = list(body["tokens"])
-        if len(tokens) != len(claim_sets):
-            raise Unavailable("the keys service answered with the wrong number of tokens")
-        return tokens, str(body["kid"])
+
+def _own(exc: TesseraError, tenant: str) -> TesseraError:
+    """The issuer's own error for an unknown tenant (the keys service's 404 is one)."""
+    if exc.code == "unknown_tenant":
+        return UnknownTenant(f"unknown tenant {tenant!r}")
+    return exc

@@ -12,45 +12,27 @@ import argparse
 import asyncio
 import json
 import os
-import ssl
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import aiohttp
 import asyncpg
 
-from shared.devstack import operator_tls, service_endpoint, with_stack_secrets
-from shared.http import internal_session
-from shared.ids import TENANT_ID_TEXT, InvalidIdentifier, tenant_url
+from shared.clients.keys import KeysClient
+from shared.clients.operator import operator_call
+from shared.devstack import with_stack_secrets
+from shared.ids import TENANT_ID_TEXT, is_kid, is_tenant_id
 from shared.service import fail
-from shared.tls import ReloadingTls
+
+T = TypeVar("T")
 
 
-async def _call(method: str, path: str, body: Any = None) -> Any:
-    endpoint = service_endpoint(os.environ, "keys")
-    url = endpoint.url + path
-    tls = ReloadingTls(operator_tls(os.environ))
-    try:
-        async with (
-            internal_session(tls, timeout=30) as session,
-            session.request(method, url, json=body) as resp,
-        ):
-            payload = await resp.json(content_type=None)
-            if resp.status >= 400:
-                message = payload.get("message") if isinstance(payload, dict) else payload
-                fail(f"{method} {path} failed ({resp.status}): {message}")
-            return payload
-    except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
-        fail(
-            f"cannot reach the keys service at {endpoint.url} ({endpoint.source}):"
-            f" {type(exc).__name__}"
-        )
+def _keys(call: Callable[[KeysClient], Awaitable[T]], what: str) -> T:
+    return operator_call(KeysClient, call, failed=f"{what} failed")
 
 
-def _tenant_path(tenant: str, *rest: str) -> str:
-    """``/internal/tenants/{tenant}/…`` from checked, quoted segments."""
-    try:
-        return tenant_url("", tenant, *rest)
-    except InvalidIdentifier:
+def _checked(tenant: str, kid: str | None = None) -> None:
+    """Refuse a malformed tenant id or kid before any call, saying what one looks like."""
+    if not is_tenant_id(tenant) or (kid is not None and not is_kid(kid)):
         fail(f"malformed tenant id or kid: a tenant id matches {TENANT_ID_TEXT}")
 
 
@@ -60,34 +42,42 @@ def _print(payload: Any) -> int:
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"id": args.id, "alg": args.alg}
+    settings: dict[str, Any] = {"alg": args.alg}
     if args.issuer:
-        body["issuer"] = args.issuer
+        settings["issuer"] = args.issuer
     for name in ("access_ttl", "refresh_ttl", "token_quota", "max_lifetime"):
         if getattr(args, name) is not None:
-            body[name] = getattr(args, name)
-    return _print(asyncio.run(_call("POST", "/internal/tenants", body)))
+            settings[name] = getattr(args, name)
+    tenant = _keys(lambda keys: keys.create_tenant(args.id, **settings), "tenant create")
+    return _print(tenant.to_json())
 
 
 def cmd_tenant_list(_args: argparse.Namespace) -> int:
-    return _print(asyncio.run(_call("GET", "/internal/tenants")))
+    tenants = _keys(lambda keys: keys.tenants(), "tenant list")
+    return _print({"tenants": [t.to_json() for t in tenants]})
 
 
 def cmd_tenant_show(args: argparse.Namespace) -> int:
-    tenant = asyncio.run(_call("GET", _tenant_path(args.id)))
-    keys = asyncio.run(_call("GET", _tenant_path(args.id, "keys")))
-    return _print({**tenant, "keys": keys["keys"]})
+    _checked(args.id)
+
+    async def show(keys: KeysClient) -> dict[str, Any]:
+        tenant = await keys.tenant(args.id)
+        if tenant is None:
+            fail(f"tenant show failed (404): unknown tenant {args.id!r}")
+        return {**tenant.to_json(), "keys": await keys.keys(args.id)}
+
+    return _print(_keys(show, "tenant show"))
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    body = {"immediate": args.immediate}
-    result = asyncio.run(_call("POST", _tenant_path(args.tenant, "keys", "rotate"), body))
-    return _print(result)
+    _checked(args.tenant)
+    rotation = _keys(lambda keys: keys.rotate(args.tenant, immediate=args.immediate), "rotate")
+    return _print(rotation.to_json())
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    path = _tenant_path(args.tenant, "keys", args.kid, "revoke")
-    return _print(asyncio.run(_call("POST", path)))
+    _checked(args.tenant, args.kid)
+    return _print(_keys(lambda keys: keys.revoke_key(args.tenant, args.kid), "key revoke"))
 
 
 def cmd_keys_rewrap(_args: argparse.Namespace) -> int:

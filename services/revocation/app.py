@@ -12,16 +12,17 @@ from prometheus_client import Gauge
 from services.revocation import pruning, store
 from services.revocation.consumers import consumers
 from services.revocation.handlers import CALLERS, routes
-from services.revocation.issuer import IssuerClient
 from services.revocation.keys import ISSUER, SESSION, SETTINGS
 from services.revocation.settings import Settings
-from shared.http import base_app, internal_session
+from shared.clients.base import client_session
+from shared.clients.issuer import IssuerClient
+from shared.http import base_app
 from shared.service import COMMON, POOL, TLS, broker, db_pool, event_consumers, outbox_relay
 from shared.tls import ReloadingTls
 
 
 async def issuer_client(app: web.Application) -> AsyncIterator[None]:
-    async with internal_session(app[TLS]) as session:
+    async with client_session(app[TLS]) as session:
         app[SESSION] = session
         app[ISSUER] = IssuerClient(session, app[SETTINGS].issuer_url)
         yield

@@ -12,6 +12,7 @@ from typing import Any
 
 from services.revocation.errors import InvalidSelector, UnknownToken
 from shared.bus.events import TokenRevoked
+from shared.clients.issuer import TokenRecord
 from shared.errors import BadRequest
 from shared.ids import is_tenant_id
 from shared.tokens import classify
@@ -19,9 +20,10 @@ from shared.tokens import classify
 # Selectors resolved through the issuer to one token, and those that may match many.
 SINGLE_SELECTORS = ("token_id", "display_id", "token")
 BULK_SELECTORS = ("family_id", "subject", "kid")
-# "jwt" and "record" name a token the caller already knows in full (a JWT it verified, a
-# TokenRecord it just read from the issuer), so no issuer lookup is needed for them.
-SELECTORS = (*SINGLE_SELECTORS, *BULK_SELECTORS, "jwt", "record")
+# "jwt" names a token the caller already knows in full (a JWT it verified), so no issuer
+# lookup is needed for it. Every other token is looked up at the issuer, whose records are the
+# only ones believed: no caller's copy of a record is.
+SELECTORS = (*SINGLE_SELECTORS, *BULK_SELECTORS, "jwt")
 JWT_KINDS = frozenset({"jwt_access", "jwt_refresh"})
 MAX_ID = 256
 MAX_REASON = 500
@@ -155,14 +157,8 @@ def parse_revoke(body: dict[str, Any]) -> RevokeCommand:
     owner = _string(body, "owner")
     reason = _string(body, "reason", limit=MAX_REASON)
     actor = _string(body, "actor")
-    if selector in ("jwt", "record"):
-        if selector == "jwt":
-            target = _parse_jwt(body["jwt"])
-        else:
-            try:
-                target = target_from_record(body["record"], tenant)
-            except ValueError:
-                raise InvalidSelector("record must be a TokenRecord of the issuer") from None
+    if selector == "jwt":
+        target = _parse_jwt(body["jwt"])
         if owner is not None and target.subject != owner:
             raise UnknownToken("no such token")
         return RevokeCommand(tenant, selector, target.token_id, owner, reason, actor, target)
@@ -177,7 +173,7 @@ def parse_revoke(body: dict[str, Any]) -> RevokeCommand:
 
 
 def target_from_record(record: Any, tenant: str) -> Target:
-    """A TokenRecord from the issuer as a :class:`Target` (checked: it is this tenant's)."""
+    """A TokenRecord in an issuer event as a :class:`Target` (checked: it is this tenant's)."""
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
         raise ValueError("malformed token record")
     if record.get("tenant") != tenant:
@@ -198,6 +194,24 @@ def target_from_record(record: Any, tenant: str) -> Target:
         family_id=text("family_id"),
         kid=text("kid"),
         expires_at=parse_timestamp(record.get("expires_at"), "expires_at"),
+    )
+
+
+def target_of(record: TokenRecord, tenant: str) -> Target:
+    """A TokenRecord the issuer answered as a :class:`Target` (checked: it is this tenant's)."""
+    if record.tenant != tenant:
+        # The issuer scopes lookups by tenant; this is a second fence, never expected to trip.
+        raise UnknownToken("no such token")
+    expires_at = record.expires_at
+    return Target(
+        token_id=record.id,
+        jti=record.id if record.kind in JWT_KINDS else None,
+        display_id=record.display_id,
+        subject=record.subject,
+        kind=record.kind,
+        family_id=record.family_id,
+        kid=record.kid,
+        expires_at=expires_at.astimezone(UTC) if expires_at is not None else None,
     )
 
 

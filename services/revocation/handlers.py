@@ -16,10 +16,11 @@ from services.revocation.domain import (
     parse_int,
     parse_revoke,
     parse_tenant_filter,
+    target_of,
 )
 from services.revocation.errors import UnknownToken
 from services.revocation.keys import ISSUER
-from services.revocation.revoker import record_revocations
+from services.revocation.revoker import record_revocations, tell_issuer
 from shared.callers import GATEWAY, OPERATOR, Callers
 from shared.callers import ISSUER as ISSUER_SERVICE
 from shared.errors import BadRequest
@@ -35,6 +36,8 @@ CALLERS: Callers = {
     "GET /internal/revocations": frozenset({GATEWAY, ISSUER_SERVICE}),
     "GET /internal/revocations/snapshot": frozenset({GATEWAY, ISSUER_SERVICE}),
 }
+# The revoke request's one-token selectors and the issuer client's lookup argument for each.
+LOOKUP = {"token_id": "token_id", "display_id": "display_id", "token": "value"}
 MAX_SEQ = 2**62
 FEED_LIMIT = 1000
 # Snapshot pages may be larger than feed pages: a bootstrap of a million entries is a
@@ -63,10 +66,12 @@ async def resolve_targets(request: web.Request, command: RevokeCommand) -> list[
         return [command.jwt]
     issuer = request.app[ISSUER]
     if command.selector in BULK_SELECTORS:
-        return owned_by(
-            await issuer.active(command.tenant, command.selector, command.value), command.owner
-        )
-    target = await issuer.lookup(command.tenant, command.selector, command.value)
+        records = await issuer.active(command.tenant, **{command.selector: command.value})
+        return owned_by([target_of(r, command.tenant) for r in records], command.owner)
+    record = await issuer.lookup(command.tenant, **{LOOKUP[command.selector]: command.value})
+    if record is None:
+        raise UnknownToken("no such token")
+    target = target_of(record, command.tenant)
     if command.owner is not None and target.subject != command.owner:
         raise UnknownToken("no such token")
     return [target]
@@ -74,26 +79,33 @@ async def resolve_targets(request: web.Request, command: RevokeCommand) -> list[
 
 @routes.post("/internal/revocations")
 async def revoke(request: web.Request) -> web.Response:
+    """``RevokeToken``: resolve what the selector names (at the issuer, before any
+    transaction), commit the revocations with their ``token.revoked`` events, then tell the
+    issuer, all before the answer: when a revoke call returns, the issuer's lookups, lists and
+    quotas already count it. Everyone else learns from the events."""
     command = parse_revoke(await read_json_object(request))
     targets = await resolve_targets(request, command)
     async with request.app[POOL].acquire() as conn:
         if not targets and command.selector == "family_id":
             # Nothing active is left of the family: if we revoked it before, that is the
             # answer (revoking twice is one revocation); otherwise the family is unknown.
-            known = owned_by_subject(
+            revocations = owned_by_subject(
                 await store.fetch_by_family(conn, command.tenant, command.value), command.owner
             )
-            if not known:
+            if not revocations:
                 raise UnknownToken("no active token in this refresh family")
-            return json_response({"revocations": [r.to_json() for r in known], "created": 0})
-        revocations, created = await record_revocations(
-            conn,
-            command.tenant,
-            targets,
-            reason=command.reason,
-            actor=command.actor,
-            now=datetime.now(UTC),
-        )
+            created = 0
+        else:
+            revocations, created = await record_revocations(
+                conn,
+                command.tenant,
+                targets,
+                reason=command.reason,
+                actor=command.actor,
+                now=datetime.now(UTC),
+            )
+    # Again for revocations made before: telling twice is harmless, and heals a lost notice.
+    await tell_issuer(request.app[ISSUER], revocations)
     return json_response({"revocations": [r.to_json() for r in revocations], "created": created})
 
 

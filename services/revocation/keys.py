@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
-from services.revocation.issuer import IssuerClient
 from services.revocation.settings import Settings
+from shared.clients.issuer import IssuerClient
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)

@@ -1,15 +1,24 @@
-"""Recording revocations: sequence, rows and outbox events in the caller's transaction."""
+"""Recording revocations: sequence, rows and outbox events in the caller's transaction; then,
+after the commit, telling the issuer."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from services.revocation import store
 from services.revocation.domain import Revocation, Target
 from services.revocation.events import token_revoked
 from shared.bus.outbox import add_event
+from shared.clients.issuer import IssuerClient
+from shared.errors import TesseraError
+
+log = structlog.get_logger("tessera.revocation")
+# How long a revoke's answer waits for the issuer to note it (tell_issuer).
+ISSUER_NOTICE_TIMEOUT = 2.0
 
 
 async def record_revocations(
@@ -56,3 +65,21 @@ async def _record(
                 await add_event(conn, token_revoked(revocation))
                 known[revocation.token_id] = revocation
     return [known[t.token_id] for t in targets], len(fresh)
+
+
+async def tell_issuer(issuer: IssuerClient, revocations: list[Revocation]) -> None:
+    """Have the issuer count committed revocations now, not only once their ``token.revoked``
+    events reach it. Best effort, for at most ``ISSUER_NOTICE_TIMEOUT`` seconds: the
+    revocations hold regardless (a revoked credential is refused by every verifier from the
+    events) and the events will tell the issuer too. Call it with no transaction open."""
+    if not revocations:
+        return
+    try:
+        async with asyncio.timeout(ISSUER_NOTICE_TIMEOUT):
+            await issuer.mark_revoked([r.to_json() for r in revocations])
+    except (TesseraError, TimeoutError) as exc:
+        log.warning(
+            "issuer not told of a revocation; its event will",
+            tokens=len(revocations),
+            error=getattr(exc, "message", None) or type(exc).__name__,
+        )

@@ -4,7 +4,12 @@ Each handler runs in a transaction that also records ``(consumer, event_id)`` in
 ``processed_events``; a redelivered duplicate finds its row and is acknowledged without running
 again. A message that is not a valid envelope is dead-lettered at once; one whose handler fails
 is retried once and then dead-lettered to ``tessera.dlx``, so nothing loops forever. A database
-outage is not the message's fault: it is requeued after a pause, never dead-lettered.
+outage is not the message's fault: it is requeued after a pause, never dead-lettered; nor is a
+dependency a handler says is away (:class:`RetryLater`).
+
+No network call is made while the transaction is open: a handler that needs something from
+another service first is a :class:`Resolving` one, whose ``resolve`` step runs before the
+transaction (holding no connection) and hands its result to ``apply``, which runs in it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import aio_pika
 import asyncpg
@@ -26,11 +33,35 @@ from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
 
 log = structlog.get_logger("tessera.consumer")
 
-Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+R = TypeVar("R")
+Apply = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Resolving(Generic[R]):
+    """A handler that needs something from elsewhere first: ``resolve(envelope)`` runs before
+    the transaction opens, ``apply(conn, envelope, resolved)`` in it (a duplicate is resolved,
+    then skipped). ``resolve`` raises :class:`RetryLater` while what it asks is away."""
+
+    resolve: Callable[[Envelope], Awaitable[R]]
+    apply: Callable[[asyncpg.Connection, Envelope, R], Awaitable[None]]
+
+
+Handler = Apply | Resolving[Any]
+
+
+class RetryLater(Exception):
+    """What a handler needs is unavailable for now (another service is down or answers 503):
+    the event is requeued after a pause and never dead-lettered, as in a database outage."""
+
+
 CONSUMED = Counter(
     "tessera_events_consumed_total", "Events handled by consumers", ["consumer", "outcome"]
 )
-_TRANSIENT = DATABASE_UNAVAILABLE
+# Requeued after a pause, never dead-lettered: not the message's fault.
+_TRANSIENT: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, RetryLater)
+# How long a requeued event waits first, so an outage is not a busy loop.
+REQUEUE_PAUSE = 1.0
 # How long a starting consumer drains the classic queue of before quorum queues.
 ADOPTION_TIMEOUT = 60.0
 
@@ -165,8 +196,11 @@ class Consumer:
         try:
             applied = await self._apply(handler, envelope)
         except _TRANSIENT as exc:
-            log.warning("event requeued: database unavailable", error=type(exc).__name__)
-            await asyncio.sleep(1.0)
+            if isinstance(exc, RetryLater):
+                log.warning("event requeued: retry later", consumer=self.name, reason=str(exc))
+            else:
+                log.warning("event requeued: database unavailable", error=type(exc).__name__)
+            await asyncio.sleep(REQUEUE_PAUSE)
             await message.nack(requeue=True)
             return
         except Exception:
@@ -182,6 +216,11 @@ class Consumer:
         await message.ack()
 
     async def _apply(self, handler: Handler, envelope: Envelope) -> bool:
+        resolved: Any = None
+        if isinstance(handler, Resolving):
+            # Claim, commit, then call is the rule; here: call, then claim and commit. Nothing
+            # waits on the network while holding a connection and a transaction.
+            resolved = await handler.resolve(envelope)
         async with self._pool.acquire() as conn, conn.transaction():
             first = await conn.fetchval(
                 """INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
@@ -191,7 +230,10 @@ class Consumer:
             )
             if not first:
                 return False
-            await handler(conn, envelope)
+            if isinstance(handler, Resolving):
+                await handler.apply(conn, envelope, resolved)
+            else:
+                await handler(conn, envelope)
             return True
 
     async def close(self) -> None:

@@ -1,79 +1,105 @@
-"""Which token records the gateway counts as revoked."""
+"""What a revocation made through this gateway changes here at once, and token expiry."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from services.gateway.auth import Authenticator, record_expired
-from services.gateway.backends import Backends
+from services.gateway.auth import Authenticator
 from services.gateway.ratelimit import Limits, RateLimiter
-from services.gateway.settings import Settings
-from shared.pki import init_pki
+from shared.authz import Kind, Principal
+from shared.clients.issuer import IssuerClient, TokenRecord
+from shared.clients.revocation import RevocationClient, Revoked
 from shared.subscriber import Subscriber, SubscriberConfig
 
 NOWHERE = "https://127.0.0.1:9"
 
 
-@pytest.fixture
-async def auth(tmp_path: Path) -> AsyncIterator[Authenticator]:
-    # No socket is opened: nothing here starts the subscriber or calls a service.
-    init_pki(tmp_path)
-    async with aiohttp.ClientSession() as session:
-        env = {
-            "TESSERA_AMQP_URL": "amqp://127.0.0.1:9/",
-            "TESSERA_ISSUER_URL": NOWHERE,
-            "TESSERA_TLS_DIR": str(tmp_path),
-        }
-        subscriber = Subscriber(
-            SubscriberConfig(
-                revocations_url=f"{NOWHERE}/internal/revocations",
-                jwks_url_template=f"{NOWHERE}/{{tenant}}",
-                amqp_url="amqp://127.0.0.1:9/",
-                name="unit",
-            ),
-            session,
-        )
-        subscriber._bootstrapped = True  # as if the (empty) snapshot had been loaded
-        limits = Limits(RateLimiter(0, 1), RateLimiter(0, 1))
-        yield Authenticator(Backends(session, Settings.from_env(env)), subscriber, 5.0, limits)
+class AnsweringRevocation(RevocationClient):
+    """A revocation service that answers each revoke with one revocation (no socket)."""
 
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        super().__init__(session, NOWHERE)
+        self.asked: list[dict[str, Any]] = []
 
-def _record(**fields: object) -> dict[str, object]:
-    return {"id": str(uuid.uuid4()), "display_id": None, "name": "n", **fields}
-
-
-async def test_a_record_is_revoked_by_the_issuers_word_or_by_a_revocation_seen_here(
-    auth: Authenticator,
-) -> None:
-    listed = _record()  # list records carry no revoked_at
-    assert not auth.record_revoked(listed)
-    assert not auth.record_revoked(_record(revoked_at=None))
-    assert auth.record_revoked(_record(revoked_at=datetime.now(UTC).isoformat()))
-    # Another gateway's revocation, delivered here before the issuer has applied it.
-    auth._subscriber.apply(
-        {
-            "seq": 1,
-            "tenant": "acme",
-            "token_id": listed["id"],
+    async def revoke(self, tenant: str, **selector: Any) -> Revoked:
+        self.asked.append({"tenant": tenant, **selector})
+        token_id = selector["token_id"]
+        revocation = {
+            "seq": len(self.asked),
+            "tenant": tenant,
+            "token_id": token_id,
             "jti": None,
             "display_id": None,
             "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
             "revoked_at": datetime.now(UTC).isoformat(),
         }
+        return Revoked([revocation], 1)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def subscriber(session: aiohttp.ClientSession) -> Subscriber:
+    # No socket is opened: nothing here starts the subscriber or calls a service.
+    subscriber = Subscriber(
+        SubscriberConfig(
+            revocations_url=f"{NOWHERE}/internal/revocations",
+            jwks_url_template=f"{NOWHERE}/{{tenant}}",
+            amqp_url="amqp://127.0.0.1:9/",
+            name="unit",
+        ),
+        session,
     )
-    assert auth.record_revoked(listed)
-    assert auth.record_revoked({**listed, "revoked_at": None})
-    assert not auth.record_revoked(_record())
+    subscriber._bootstrapped = True  # as if the (empty) snapshot had been loaded
+    return subscriber
+
+
+async def test_a_revocation_made_here_is_refused_here_at_once_without_waiting_for_its_event(
+    session: aiohttp.ClientSession, subscriber: Subscriber
+) -> None:
+    revocation = AnsweringRevocation(session)
+    limits = Limits(RateLimiter(0, 1), RateLimiter(0, 1))
+    auth = Authenticator(IssuerClient(session, NOWHERE), revocation, subscriber, 5.0, limits)
+    token_id = str(uuid.uuid4())
+    principal = Principal(Kind.USER, "acme", "alice", token_id=token_id)
+    assert not auth.revoked(principal)
+    await auth.revoke("acme", token_id=token_id, reason="deleted", actor="alice@acme")
+    assert revocation.asked == [
+        {
+            "tenant": "acme",
+            "token_id": token_id,
+            "jwt": None,
+            "reason": "deleted",
+            "actor": "alice@acme",
+        }
+    ]
+    assert auth.revoked(principal)
+
+
+def _record(**fields: object) -> TokenRecord:
+    body = {
+        "id": str(uuid.uuid4()),
+        "tenant": "acme",
+        "subject": "alice",
+        "kind": "opaque",
+        "created_at": datetime.now(UTC).isoformat(),
+        **fields,
+    }
+    return TokenRecord.from_json(body)
 
 
 def test_a_record_is_expired_once_its_expiry_has_passed() -> None:
     now = datetime.now(UTC)
-    assert record_expired(_record(expires_at=(now - timedelta(seconds=1)).isoformat()))
-    assert not record_expired(_record(expires_at=(now + timedelta(minutes=1)).isoformat()))
-    assert not record_expired(_record(expires_at=None))  # never expires
+    assert _record(expires_at=(now - timedelta(seconds=1)).isoformat()).expired()
+    assert not _record(expires_at=(now + timedelta(minutes=1)).isoformat()).expired()
+    assert not _record(expires_at=None).expired()  # never expires

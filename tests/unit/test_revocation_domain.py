@@ -78,6 +78,8 @@ def test_opaque_and_databricks_values_are_accepted_by_shape(value: str) -> None:
         {"tenant": "acme", "jwt": {"jti": "j", "expires_at": "2026-01-01T00:00:00"}},
         {"tenant": "acme", "jwt": {"jti": "j", "expires_at": True}},
         {"tenant": "acme", "subject": "a", "reason": 5},
+        # A caller's copy of an issuer record is not a selector: the issuer is asked.
+        {"tenant": "acme", "record": _record()},
     ],
 )
 def test_malformed_requests_are_bad_requests(body: dict[str, object]) -> None:

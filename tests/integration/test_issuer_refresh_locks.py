@@ -15,7 +15,7 @@ from services.issuer.tenants import TenantKeys
 from shared.clients.base import client_session
 from shared.clients.keys import KeysClient, Signed
 from shared.db import create_pool
-from tests.integration.issuer_stack import running_services
+from tests.harness import running_stack as running_services
 from tests.integration.test_issuer_core import issue_pair
 from tests.tls import tls_for
 

@@ -9,7 +9,7 @@ import pytest
 
 from shared.clients.base import client_session
 from shared.settings import AmqpNames
-from tests.integration.issuer_stack import running_services
+from tests.harness import running_stack as running_services
 from tests.integration.test_issuer_core import create
 from tests.tls import tls_for
 

@@ -26,8 +26,9 @@ from services.issuer.domain import (
     rotated_pair,
     token_response,
 )
-from services.issuer.issuing import check_lifetime, check_mint, max_lifetime_of
+from services.issuer.issuing import check_lifetime, check_mint
 from shared.authz import DEFAULT_MAX_LIFETIME, Kind, Mint
+from shared.clients.keys import Tenant
 from shared.errors import BadRequest, Forbidden
 from tests.factories import jwt_body, minter, principal, token_body
 
@@ -357,8 +358,22 @@ def test_a_token_is_active_until_its_expiry_or_revocation() -> None:
 
 
 def test_the_maximum_lifetime_is_the_tenants_or_the_default() -> None:
-    assert max_lifetime_of({"max_lifetime": 3600}) == 3600
-    assert max_lifetime_of({"max_lifetime": None}) == max_lifetime_of({}) == DEFAULT_MAX_LIFETIME
+    def tenant(max_lifetime: int | None) -> Tenant:
+        return Tenant.from_json(
+            {
+                "id": "acme",
+                "issuer": "https://tessera.test/v3/tokens",
+                "alg": "RS256",
+                "access_ttl": 300,
+                "refresh_ttl": 3600,
+                "token_quota": 10,
+                "max_lifetime": max_lifetime,
+                "created_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+
+    assert tenant(3600).lifetime_limit == 3600
+    assert tenant(None).lifetime_limit == DEFAULT_MAX_LIFETIME
 
 
 def test_a_lifetime_may_reach_the_maximum_and_not_pass_it() -> None:

@@ -3,6 +3,7 @@
 lint:
 	ruff check .
 	ruff format --check .
+	lint-imports
 
 typecheck:
 	mypy

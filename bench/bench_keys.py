@@ -31,7 +31,7 @@ import aiohttp
 import jwt
 
 from bench.report import result
-from services.cli import migrate_all
+from services.cli.migrate import migrate_all
 from services.issuer.tenants import TenantKeys
 from services.keys.crypto import generate_private_key
 from shared.clients.keys import KeysClient

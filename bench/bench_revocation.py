@@ -231,7 +231,7 @@ class Child:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from services.cli import migrate_all
+    from services.cli.migrate import migrate_all
     from shared.settings import service_database_url
 
     database = os.environ.get("TESSERA_BENCH_DATABASE_URL") or os.environ.get(

@@ -115,7 +115,7 @@ async def remove_stack_state(env: dict[str, str]) -> None:
     """Drop the stack's databases and delete its queues and exchanges, each step even when an
     earlier one failed."""
     from services.issuer.events import HANDLERS as ISSUER_CONSUMERS
-    from services.revocation.consumers import ON_KEY_REVOKED
+    from services.revocation.events import ON_KEY_REVOKED
     from shared.db import drop_database
     from shared.settings import DATABASE_SERVICES, AmqpNames, service_database_url
 

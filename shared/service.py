@@ -13,7 +13,7 @@ import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import structlog
@@ -27,7 +27,8 @@ from shared.callers import CALLERS
 from shared.connections import listen, raise_file_limit
 from shared.db import create_pool, describe_database
 from shared.http import READINESS_CHECKS, ops_app
-from shared.settings import CommonSettings
+from shared.logging import configure_logging
+from shared.settings import CommonSettings, ConfigError
 from shared.tls import ReloadingTls
 
 log = structlog.get_logger("tessera.service")
@@ -179,3 +180,22 @@ def run_app(app: web.Application, common: CommonSettings) -> None:
         # uvloop: the same asyncio API with libuv's C event loop underneath; measured 6-9%
         # more throughput through the whole stack (bench/bench_gateway.py).
         uvloop.run(_serve(app, common))
+
+
+def serve_service(
+    service: str,
+    env: Mapping[str, str],
+    settings_from_env: Callable[[Mapping[str, str]], Any],
+    create_app: Callable[[Any], web.Application],
+) -> None:
+    """Run one service from the environment: ``python -m services.<service>`` and
+    ``tessera serve <service>``. A bad setting stops it with one line naming the variable
+    (exit 2, as every ``tessera`` command); then logging, the app, and :func:`run_app`."""
+    try:
+        settings = settings_from_env(env)
+    except ConfigError as exc:
+        print(f"tessera: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    common: CommonSettings = settings.common
+    configure_logging(service, common.log_level)
+    run_app(create_app(settings), common)

@@ -263,7 +263,7 @@ def start_stack(
 
 def _start_stack(env: dict[str, str], log_path: Path, timeout: float, cwd: Path) -> Stack:
     names = ("gateway", "issuer", "revocation", "keys")
-    # The APIs, then the ops listeners (see services/dev.py).
+    # The APIs, then the ops listeners (see services/cli/dev.py).
     port = free_port_block(2 * len(names))
     # Each stack describes itself in its own file, never in the user's (shared) one.
     if "XDG_STATE_HOME" not in env:

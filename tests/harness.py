@@ -22,7 +22,7 @@ import aio_pika
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from services.cli import migrate_all
+from services.cli.migrate import migrate_all
 from shared.settings import AmqpNames, service_database_url
 from tests.conftest import free_port_block, private_env
 from tests.factories import jwt_body, tenant_id, token_body

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import databricks, jobmanager, lagrello, oauth, tapis
-from services.gateway.auth import Authenticator
-from services.gateway.context import (
+from services.gateway.appkeys import (
     AUTH,
     ISSUER,
     KEYS,
@@ -18,6 +17,7 @@ from services.gateway.context import (
     SUBSCRIBER,
     TENANTS,
 )
+from services.gateway.auth import Authenticator
 from services.gateway.edge import AddressGuard, address_guard
 from services.gateway.errors import VERSION, dialect_errors
 from services.gateway.openapi import openapi

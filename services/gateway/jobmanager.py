@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.appkeys import AUTH, ISSUER, SETTINGS
 from services.gateway.auth import require
-from services.gateway.context import AUTH, ISSUER, SETTINGS
 from services.gateway.errors import DialectError
 from services.gateway.requests import client_address, json_body
 from shared.authz import Action, Kind, Principal

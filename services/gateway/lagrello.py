@@ -9,8 +9,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from services.gateway.appkeys import AUTH, ISSUER, SETTINGS, TENANTS
 from services.gateway.auth import require
-from services.gateway.context import AUTH, ISSUER, SETTINGS, TENANTS
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import bearer_principal, json_body

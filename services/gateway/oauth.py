@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.appkeys import AUTH, REVOCATION
 from services.gateway.auth import require
-from services.gateway.context import AUTH, REVOCATION
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal
 from services.gateway.requests import basic, bearer, bearer_principal

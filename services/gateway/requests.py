@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.context import AUTH
+from services.gateway.appkeys import AUTH
 from services.gateway.edge import client_address, forwarded_hops
 from services.gateway.errors import DialectError
 from services.gateway.principal import Principal

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.appkeys import AUTH, ISSUER, KEYS, SUBSCRIBER, TENANTS
 from services.gateway.auth import require
-from services.gateway.context import AUTH, ISSUER, KEYS, SUBSCRIBER, TENANTS
 from services.gateway.errors import VERSION, DialectError, tapis_envelope
 from services.gateway.principal import Principal
 from services.gateway.requests import basic, json_object

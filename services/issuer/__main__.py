@@ -1,5 +1,9 @@
-"""`python -m services.issuer` runs the issuer service (same as `tessera serve issuer`)."""
+"""``python -m services.issuer`` runs the issuer (what ``tessera serve issuer`` does)."""
 
-from services.cli import main
+import os
 
-main(["serve", "issuer"])
+from services.issuer.app import create_app
+from services.issuer.settings import Settings
+from shared.service import serve_service
+
+serve_service("issuer", os.environ, Settings.from_env, create_app)

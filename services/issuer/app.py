@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from services.issuer.appkeys import KEYS, SESSION, SETTINGS, WRITER
 from services.issuer.events import HANDLERS
-from services.issuer.handlers import CALLERS, KEYS, SESSION, SETTINGS, WRITER, routes
+from services.issuer.handlers import CALLERS, routes
 from services.issuer.settings import Settings
 from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter

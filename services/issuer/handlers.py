@@ -7,9 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
-from aiohttp import ClientSession, web
+from aiohttp import web
 
-from services.issuer import issuing, store
+from services.issuer import service, store
+from services.issuer.appkeys import KEYS, SETTINGS, WRITER
 from services.issuer.domain import (
     KINDS,
     RECORD_FIELDS,
@@ -23,9 +24,6 @@ from services.issuer.domain import (
 )
 from services.issuer.errors import UnknownToken
 from services.issuer.events import revoked_mark
-from services.issuer.settings import Settings
-from services.issuer.tenants import TenantKeys
-from services.issuer.writer import TokenWriter
 from shared.authz import OPERATOR as OPERATOR_PRINCIPAL
 from shared.authz import Kind, Principal
 from shared.callers import GATEWAY, OPERATOR, REVOCATION, Callers, caller_of
@@ -49,17 +47,13 @@ CALLERS: Callers = {
     "GET /internal/tokens/lookup": frozenset({GATEWAY, REVOCATION}),
     "GET /internal/tokens/active": frozenset({REVOCATION}),
 }
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-KEYS: web.AppKey[TenantKeys] = web.AppKey("tenant_keys", TenantKeys)
-SESSION: web.AppKey[ClientSession] = web.AppKey("session", ClientSession)
-WRITER: web.AppKey[TokenWriter] = web.AppKey("token_writer", TokenWriter)
 
 
 @routes.post("/internal/tokens")
 async def create_token(request: web.Request) -> web.Response:
     parsed = CreateOpaque.parse(await read_json_object(request))
     parsed = replace(parsed, minter=minter_of(caller_of(request), parsed.minter))
-    record, value = await issuing.create_opaque(
+    record, value = await service.create_opaque(
         request.app[WRITER], request.app[KEYS], request.app[SETTINGS].pepper, parsed
     )
     return json_response({"token": record, "value": value})
@@ -71,7 +65,7 @@ async def authenticate(request: web.Request) -> web.Response:
     token = body.get("token")
     if not isinstance(token, str) or len(token) > 4096:
         raise BadRequest("token must be a string")
-    principal = await issuing.authenticate(request.app[POOL], request.app[SETTINGS].pepper, token)
+    principal = await service.authenticate(request.app[POOL], request.app[SETTINGS].pepper, token)
     return json_response(principal)
 
 
@@ -79,7 +73,7 @@ async def authenticate(request: web.Request) -> web.Response:
 async def create_jwt(request: web.Request) -> web.Response:
     parsed = CreateJwt.parse(await read_json_object(request))
     parsed = replace(parsed, minter=minter_of(caller_of(request), parsed.minter))
-    result = await issuing.issue_jwt(
+    result = await service.issue_jwt(
         request.app[WRITER], request.app[KEYS], request.app[SETTINGS].pepper, parsed
     )
     return json_response(result)
@@ -92,7 +86,7 @@ async def refresh_jwt(request: web.Request) -> web.Response:
     if not isinstance(token, str) or len(token) > 16384:
         raise BadRequest("refresh_token must be a string")
     settings = request.app[SETTINGS]
-    result = await issuing.refresh(
+    result = await service.refresh(
         request.app[POOL],
         request.app[KEYS],
         settings.pepper,

@@ -1,5 +1,9 @@
-"""`python -m services.keys` runs the keys service (same as `tessera serve keys`)."""
+"""``python -m services.keys`` runs the keys (what ``tessera serve keys`` does)."""
 
-from services.cli import main
+import os
 
-main(["serve", "keys"])
+from services.keys.app import create_app
+from services.keys.settings import Settings
+from shared.service import serve_service
+
+serve_service("keys", os.environ, Settings.from_env, create_app)

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from services.keys import rotation
-from services.keys.app_keys import KEYRING, SETTINGS, SIGNER
+from services.keys import service
+from services.keys.appkeys import KEYRING, SETTINGS, SIGNER
 from services.keys.crypto import KeyDecryptionError, Keyring
 from services.keys.handlers import CALLERS, routes
 from services.keys.settings import Settings
@@ -40,8 +40,8 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(settings.maintenance_interval)
             try:
-                await rotation.promote_due(app[POOL])
-                await rotation.scheduled_rotations(
+                await service.promote_due(app[POOL])
+                await service.scheduled_rotations(
                     app[POOL], app[KEYRING], settings.rotation_period, settings.activation_delay
                 )
                 await app[SIGNER].refresh()

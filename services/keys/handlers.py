@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from services.keys import rotation, store
-from services.keys.app_keys import KEYRING, SETTINGS, SIGNER
+from services.keys import service, store
+from services.keys.appkeys import KEYRING, SETTINGS, SIGNER
 from services.keys.domain import (
     KeyView,
     parse_claim_sets,
@@ -55,7 +55,7 @@ async def _tenant_row(pool: asyncpg.Pool, tenant: str) -> asyncpg.Record:
 @routes.post("/internal/tenants")
 async def create_tenant(request: web.Request) -> web.Response:
     tenant = parse_tenant(await read_json_object(request), request.app[SETTINGS].public_url)
-    row = await rotation.create_tenant(request.app[POOL], request.app[KEYRING], tenant)
+    row = await service.create_tenant(request.app[POOL], request.app[KEYRING], tenant)
     await request.app[SIGNER].refresh()
     return json_response(tenant_json(row))
 
@@ -124,7 +124,7 @@ async def rotate(request: web.Request) -> web.Response:
     immediate = body.get("immediate", False)
     if not isinstance(immediate, bool):
         raise BadRequest("immediate must be true or false")
-    key, activates_at = await rotation.rotate(
+    key, activates_at = await service.rotate(
         request.app[POOL],
         request.app[KEYRING],
         _tenant(request),
@@ -148,7 +148,7 @@ async def revoke(request: web.Request) -> web.Response:
     kid = request.match_info["kid"]
     if not is_kid(kid):
         raise UnknownKid("unknown or already revoked key")
-    revoked_at = await rotation.revoke(
+    revoked_at = await service.revoke(
         request.app[POOL], request.app[KEYRING], _tenant(request), kid
     )
     await request.app[SIGNER].refresh()

@@ -1,5 +1,9 @@
-"""`python -m services.revocation` runs the revocation service (`tessera serve revocation`)."""
+"""``python -m services.revocation``: the revocation service (``tessera serve revocation``)."""
 
-from services.cli import main
+import os
 
-main(["serve", "revocation"])
+from services.revocation.app import create_app
+from services.revocation.settings import Settings
+from shared.service import serve_service
+
+serve_service("revocation", os.environ, Settings.from_env, create_app)

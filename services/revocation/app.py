@@ -10,9 +10,9 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from services.revocation import pruning, store
-from services.revocation.consumers import consumers
+from services.revocation.appkeys import ISSUER, SESSION, SETTINGS
+from services.revocation.events import consumers
 from services.revocation.handlers import CALLERS, routes
-from services.revocation.keys import ISSUER, SESSION, SETTINGS
 from services.revocation.settings import Settings
 from shared.clients.base import client_session
 from shared.clients.issuer import IssuerClient

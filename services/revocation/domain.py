@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.revocation.errors import InvalidSelector, UnknownToken
+from shared.bus.envelope import Envelope
 from shared.bus.events import TokenRevoked
 from shared.clients.issuer import TokenRecord
 from shared.errors import BadRequest
@@ -260,3 +261,11 @@ def parse_tenant_filter(raw: str | None) -> str | None:
     if not is_tenant_id(raw):
         raise BadRequest("tenant must match ^[a-z0-9][a-z0-9-]{0,62}$")
     return raw
+
+
+def token_revoked(revocation: Revocation) -> Envelope:
+    """The ``token.revoked.v1`` envelope of one revocation: ``seq`` and tenant on the envelope,
+    and the revoking transaction's time as the event's."""
+    return revocation.event().to_envelope(
+        revocation.tenant, seq=revocation.seq, occurred_at=revocation.revoked_at
+    )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from services.revocation import store
+from services.revocation.appkeys import ISSUER
 from services.revocation.domain import (
     BULK_SELECTORS,
     Revocation,
@@ -19,8 +20,7 @@ from services.revocation.domain import (
     target_of,
 )
 from services.revocation.errors import UnknownToken
-from services.revocation.keys import ISSUER
-from services.revocation.revoker import record_revocations, tell_issuer
+from services.revocation.service import record_revocations, tell_issuer
 from shared.callers import GATEWAY, OPERATOR, Callers
 from shared.callers import ISSUER as ISSUER_SERVICE
 from shared.errors import BadRequest

@@ -235,8 +235,8 @@ def _wait_ready(url: str, timeout: float = 90) -> None:
 
 
 def test_killed_service_gives_503_then_recovers(tessera_env: dict[str, str]) -> None:
-    from services.cli import migrate_all
-    from services.dev import dev_environment
+    from services.cli.dev import dev_environment
+    from services.cli.migrate import migrate_all
 
     env = dev_environment(private_env(tessera_env, "kill"), "127.0.0.1", free_port_block(8))
     asyncio.run(migrate_all(env, ["keys", "issuer", "revocation"]))

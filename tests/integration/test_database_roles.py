@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from services.cli import migrate_all, migration_components
+from services.cli.migrate import migrate_all, migration_components
 from shared.db import drop_database, migrate
 from shared.dbroles import drop_role, provision
 from shared.settings import DATABASE_SERVICES, service_database_url

@@ -9,7 +9,7 @@ import asyncpg
 import jwt
 import pytest
 
-from services.issuer.issuing import MAX_GRACE_RETRIES
+from services.issuer.service import MAX_GRACE_RETRIES
 from tests.factories import jwt_body, minter, token_body
 from tests.harness import Services, running_stack
 from tests.integration.test_keys_security import dump_database

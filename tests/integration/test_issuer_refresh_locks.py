@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.issuer import issuing
+from services.issuer import service
 from services.issuer.settings import Settings as IssuerSettings
 from services.issuer.tenants import TenantKeys
 from shared.clients.base import client_session
@@ -52,7 +52,7 @@ async def test_a_refresh_holds_no_lock_or_transaction_while_its_pair_is_signed(
         ):
             keys = HeldKeys(KeysClient(session, s.urls["keys"]))
             refreshing = asyncio.create_task(
-                issuing.refresh(pool, keys, settings.pepper, refresh, grace_seconds=10)
+                service.refresh(pool, keys, settings.pepper, refresh, grace_seconds=10)
             )
             try:
                 await asyncio.wait_for(keys.waiting.wait(), 10)

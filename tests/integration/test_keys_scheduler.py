@@ -11,7 +11,7 @@ import urllib.request
 import asyncpg
 import pytest
 
-from services.cli import migrate_all
+from services.cli.migrate import migrate_all
 from shared.settings import service_database_url
 from tests.conftest import ROOT, free_port_block, private_env
 from tests.tls import tls_for

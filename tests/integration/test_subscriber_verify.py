@@ -29,7 +29,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from services.keys import rotation
+from services.keys import service
 from services.keys.crypto import Keyring
 from services.keys.settings import Settings as KeysSettings
 from shared.db import create_pool
@@ -260,7 +260,7 @@ async def _revoke_behind_the_service(stack: Services, tenant: str, kid: str) -> 
     event in the outbox, while this replica's JWKS still lists the key."""
     settings = KeysSettings.from_env(stack.env)
     async with create_pool(stack.database_url("keys"), min_size=1, max_size=1) as pool:
-        await rotation.revoke(pool, Keyring(settings.keks), tenant, kid)
+        await service.revoke(pool, Keyring(settings.keks), tenant, kid)
 
 
 async def test_revoked_key_refuses_its_tokens_at_once(stack: Services) -> None:

@@ -17,7 +17,7 @@ from services.issuer import events as issuer_events
 from services.issuer.domain import record_json
 from services.issuer.events import HANDLERS as ISSUER_HANDLERS
 from services.keys import events as keys_events
-from services.revocation.consumers import consumers as revocation_consumers
+from services.revocation.events import consumers as revocation_consumers
 from shared.bus.envelope import Envelope
 from shared.bus.events import EVENTS, Event, EventError, parse_event, specs
 from shared.subscriber.follower import ROUTING_KEYS as SUBSCRIBER_KEYS

@@ -26,7 +26,7 @@ from services.issuer.domain import (
     rotated_pair,
     token_response,
 )
-from services.issuer.issuing import check_lifetime, check_mint
+from services.issuer.service import check_lifetime, check_mint
 from shared.authz import DEFAULT_MAX_LIFETIME, Kind, Mint
 from shared.clients.keys import Tenant
 from shared.errors import BadRequest, Forbidden

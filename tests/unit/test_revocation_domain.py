@@ -10,9 +10,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from services.revocation.domain import new_revocation, parse_revoke, target_from_record
+from services.revocation.domain import (
+    new_revocation,
+    parse_revoke,
+    target_from_record,
+    token_revoked,
+)
 from services.revocation.errors import UnknownToken
-from services.revocation.events import token_revoked
 from shared.errors import BadRequest
 from shared.tokens import new_databricks_token, new_opaque_token
 

@@ -335,7 +335,7 @@ def run_dev(base_env: Mapping[str, str], *, port: int, host: str) -> int:
     Nothing is created (secrets, databases, tenant, descriptor) before the configuration, the
     servers and every port of the stack have been checked.
     """
-    from services.cli import migrate_all
+    from services.cli.migrate import migrate_all
     from shared.logging import configure_logging, get_logger
     from shared.service import fail
 

@@ -10,8 +10,7 @@ import asyncpg
 import structlog
 
 from services.revocation import store
-from services.revocation.domain import Revocation, Target
-from services.revocation.events import token_revoked
+from services.revocation.domain import Revocation, Target, token_revoked
 from shared.bus.outbox import add_event
 from shared.clients.issuer import IssuerClient
 from shared.errors import TesseraError

@@ -82,7 +82,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def cmd_keys_rewrap(_args: argparse.Namespace) -> int:
     from services.keys.crypto import KeyDecryptionError, Keyring
-    from services.keys.rotation import rewrap
+    from services.keys.service import rewrap
     from services.keys.settings import Settings
     from shared.db import create_pool, describe_database
 

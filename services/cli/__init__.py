@@ -1,0 +1,1 @@
+"""The ``tessera`` command line: ``main.py`` wires the subcommands of the other modules."""

@@ -33,6 +33,7 @@ from services.issuer.tenants import KeysClient
 from services.issuer.writer import TokenWriter
 from shared.authz import DEFAULT_MAX_LIFETIME, Mint, Principal, may_mint
 from shared.bus.outbox import add_event
+from shared.db import unit_of_work
 from shared.errors import BadRequest, Forbidden
 from shared.tokens import Pepper, classify, new_databricks_token, new_opaque_token
 
@@ -239,7 +240,7 @@ async def refresh(
         raise InvalidCredential("not a valid refresh token")
     hashes = pepper.candidate_hashes(value)
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         row = await store.fetch_refresh(conn, hashes)
         if row is None or not is_active(row, now):
             raise InvalidCredential("not a valid refresh token")

@@ -22,6 +22,7 @@ from services.issuer.store import Owner
 from shared.authz import namespace_of
 from shared.batching import Batcher
 from shared.bus.outbox import Cause, add_events
+from shared.db import unit_of_work
 
 Row = dict[str, Any]
 
@@ -90,13 +91,13 @@ class TokenWriter:
         return results
 
     async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
-        async with self._pool.acquire() as conn:
-            if all(write.quota is None for write in writes):
+        if all(write.quota is None for write in writes):
+            async with self._pool.acquire() as conn:
                 # Nothing to lock or count: the inserts and their events are one statement,
                 # atomic without a transaction.
                 return await self._commit_batch(conn, writes)
-            async with conn.transaction():
-                return await self._commit_batch(conn, writes)
+        async with unit_of_work(self._pool) as conn:
+            return await self._commit_batch(conn, writes)
 
     async def _commit_batch(
         self, conn: asyncpg.Connection, writes: list[Write]

@@ -20,6 +20,7 @@ from services.revocation.domain import (
 from services.revocation.errors import UnknownToken
 from services.revocation.keys import ISSUER
 from services.revocation.revoker import record_revocations
+from shared.db import unit_of_work
 from shared.errors import BadRequest
 from shared.http import JSON, json_response, read_json_object
 from shared.service import POOL
@@ -66,7 +67,7 @@ async def resolve_targets(request: web.Request, command: RevokeCommand) -> list[
 async def revoke(request: web.Request) -> web.Response:
     command = parse_revoke(await read_json_object(request))
     targets = await resolve_targets(request, command)
-    async with request.app[POOL].acquire() as conn:
+    async with unit_of_work(request.app[POOL]) as conn:
         if not targets and command.selector == "family_id":
             # Nothing active is left of the family: if we revoked it before, that is the
             # answer (revoking twice is one revocation); otherwise the family is unknown.

@@ -1,13 +1,14 @@
 """The transactional outbox: events are rows written with the state change, published later.
 
-``add_event`` is called inside the caller's transaction, so an event exists exactly when the
-change it describes was committed. :class:`OutboxRelay` publishes pending rows with publisher
-confirms and deletes them only once RabbitMQ has confirmed them; rows are claimed with
-``FOR UPDATE SKIP LOCKED`` so several replicas can relay at once without publishing a row twice.
+``add_event`` is called inside the caller's transaction (a ``shared.db.unit_of_work``), so an
+event exists exactly when the change it describes was committed. :class:`OutboxRelay`
+publishes pending rows with publisher confirms and deletes them only once RabbitMQ has
+confirmed them; rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several replicas can relay
+at once without publishing a row twice.
 A broker outage leaves rows waiting; the relay resumes by itself when the broker is back.
 
-The relay of the process that wrote an event is woken when the writing connection goes back to
-its pool, right after the commit; relays of other replicas find leftover rows by polling.
+The relay of the process that wrote an event is woken right after the commit (the caller's
+unit of work runs the wake-up); relays of other replicas find leftover rows by polling.
 PostgreSQL's NOTIFY is not used: a transaction that notifies holds a database-wide lock through
 its commit, which serialises every durable commit of the service behind one WAL flush at a time.
 """
@@ -29,7 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.amqp import Broker, BrokerUnavailable, Outgoing
 from shared.bus.envelope import Envelope
-from shared.db import call_after_release, columns
+from shared.db import after_commit, columns
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
 
 log = structlog.get_logger("tessera.outbox")
@@ -97,7 +98,7 @@ def _event_args(envelope: Envelope, cause: Cause) -> tuple[object, ...]:
 
 
 async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    """Queue an event in the caller's transaction (call it inside ``conn.transaction()``).
+    """Queue an event in the caller's transaction (call it inside ``shared.db.unit_of_work``).
 
     The same transaction appends the event to the service's audit trail, with the actor and
     request id of the operation that caused it.
@@ -126,7 +127,7 @@ async def add_events(
         statement, arguments = change
         sql = f"WITH change AS ({statement}),{_add_events_sql(len(arguments) + 1)}"
         await conn.execute(sql, *arguments, *event_columns)
-    call_after_release(conn, _wake_relays)
+    after_commit(conn, _wake_relays)
 
 
 # The relays running in this process; an event written here wakes them after its commit.

@@ -9,7 +9,7 @@ import pytest
 
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import Cause, add_event, add_events
-from shared.db import create_pool
+from shared.db import create_pool, unit_of_work
 from shared.logging import bind_actor, bind_request_id
 from tests.integration.bus_support import bus_database
 
@@ -24,7 +24,7 @@ async def test_every_event_is_audited_with_actor_and_request_id_and_cannot_be_re
         bind_actor("alice@acme")
         bind_request_id("req-audit-1")
         event = Envelope(type="token.issued", source="issuer", tenant="acme", data={"kind": "x"})
-        async with pool.acquire() as conn, conn.transaction():
+        async with unit_of_work(pool) as conn:
             await add_event(conn, event)
         async with pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM audit_log")

@@ -22,7 +22,7 @@ from shared.bus.amqp import Broker
 from shared.bus.consumer import Consumer
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_event
-from shared.db import create_pool
+from shared.db import create_pool, unit_of_work
 from shared.subscriber.queue import EventQueue
 from tests.integration.bus_support import bus_database, private_names
 from tests.integration.test_bus_outbox import _via_proxy
@@ -97,7 +97,7 @@ async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
 
             async def commit() -> uuid.UUID:
                 event = Envelope(type="test.moved", source="issuer", tenant="t", data={})
-                async with pool.acquire() as conn, conn.transaction():
+                async with unit_of_work(pool) as conn:
                     await add_event(conn, event)
                 relay.wake()
                 return event.id

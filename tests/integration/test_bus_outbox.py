@@ -19,7 +19,7 @@ from pamqp import commands as spec
 from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_event
-from shared.db import create_pool
+from shared.db import create_pool, unit_of_work
 from tests.integration.bus_support import bus_database, ends_within, private_names
 from tests.proxy import TcpProxy
 
@@ -86,11 +86,11 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
         await _wait_for(lambda: not broker.connected)
 
         committed = _event()
-        async with pool.acquire() as conn, conn.transaction():
+        async with unit_of_work(pool) as conn:
             await add_event(conn, committed)
         rolled_back = _event()
         with contextlib.suppress(RuntimeError):
-            async with pool.acquire() as conn, conn.transaction():
+            async with unit_of_work(pool) as conn:
                 await add_event(conn, rolled_back)
                 raise RuntimeError("the state change failed")
 
@@ -134,7 +134,7 @@ async def test_relay_started_after_commit_publishes_with_headers(
     # More than one relay batch; occurred a day ago, so their time cannot pass for the insert's.
     yesterday = datetime.now(UTC) - timedelta(days=1)
     events = [replace(_event(), occurred_at=yesterday) for _ in range(300)]
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         for event in events:
             await add_event(conn, event)
 

@@ -32,7 +32,7 @@ from bench.report import result
 from bench.stack import delete_broker_names
 from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import OutboxRelay, add_event
+from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import BUS_MIGRATIONS, create_pool, drop_database, migrate, unit_of_work
 from shared.settings import AmqpNames
 
@@ -133,7 +133,7 @@ async def run(args: argparse.Namespace) -> None:
                                 event = Envelope(
                                     type="bench.happened", source="bench", tenant="t", data={}
                                 )
-                                await add_event(conn, event)
+                                await add_events(conn, [event])
                         committed += 10
 
                 await asyncio.gather(*(writer() for _ in range(16)))

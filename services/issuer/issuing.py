@@ -28,11 +28,11 @@ from services.issuer.domain import (
     token_response,
 )
 from services.issuer.errors import InvalidCredential
-from services.issuer.events import refresh_reused, token_issued
+from services.issuer.events import refresh_reused
 from services.issuer.tenants import KeysClient
 from services.issuer.writer import TokenWriter
 from shared.authz import DEFAULT_MAX_LIFETIME, Mint, Principal, may_mint
-from shared.bus.outbox import add_event
+from shared.bus.outbox import add_events
 from shared.db import unit_of_work
 from shared.errors import BadRequest, Forbidden
 from shared.tokens import Pepper, classify, new_databricks_token, new_opaque_token
@@ -225,6 +225,7 @@ MAX_GRACE_RETRIES = 3
 
 async def refresh(
     pool: asyncpg.Pool,
+    writer: TokenWriter,
     keys: KeysClient,
     pepper: Pepper,
     value: str,
@@ -245,12 +246,12 @@ async def refresh(
         if row is None or not is_active(row, now):
             raise InvalidCredential("not a valid refresh token")
         if row["used_at"] is None:
-            return await _rotate(conn, keys, pepper, row, value, now)
+            return await _rotate(conn, writer, keys, pepper, row, value, now)
         within = now - row["used_at"] <= timedelta(seconds=grace_seconds)
         if within and row["retries"] < MAX_GRACE_RETRIES:
             return await _retry(conn, keys, pepper, row)
         revoked = await store.revoke_family(conn, row["family_id"], now)
-        await add_event(conn, refresh_reused(row, revoked))
+        await add_events(conn, [refresh_reused(row, revoked)])
     log.warning(
         "refresh token reused: family revoked",
         tenant=row["tenant"],
@@ -262,6 +263,7 @@ async def refresh(
 
 async def _rotate(
     conn: asyncpg.Connection,
+    writer: TokenWriter,
     keys: KeysClient,
     pepper: Pepper,
     row: Any,
@@ -281,8 +283,7 @@ async def _rotate(
         pepper,
         now,
     )
-    for record in records:
-        await add_event(conn, token_issued(await store.insert_token(conn, record)))
+    await writer.insert_within(conn, records)
     await store.mark_used(conn, row["id"], now, {"access": access, "refresh": new_refresh})
     return _pair_response(tokens, access, new_refresh)
 

@@ -1,11 +1,13 @@
-"""Group commit for new tokens: creates that arrive together share one transaction.
+"""Every new token goes in through here: group commit for creates, and a rotation's new pair.
 
-Every new token is a durable insert plus its ``token.issued`` event. Alone, that is six round
-trips and a WAL flush per token; under load, the :class:`~shared.batching.Batcher` lets the
-creates that queued while earlier ones committed go out as one transaction (locks, one quota
-count for every owner, pipelined inserts and events, one commit). Each create still gets its
-own answer: a quota refusal fails that create only, and if the batch as a whole is refused by
-the database (a constraint, bad data) each create is tried again on its own.
+Every new token is a durable insert plus its ``token.issued`` event. Alone, that is several
+round trips and a WAL flush per token; under load, the :class:`~shared.batching.Batcher` lets
+the creates that queued while earlier ones committed go out as one transaction (locks, one
+quota count for every owner, one insert of every token and one of their events, one commit).
+Each create still gets its own answer: a quota refusal fails that create only, and if the batch
+as a whole is refused by the database (a constraint, bad data) each create is tried again on
+its own. A refresh rotation inserts its new pair in its own transaction (it must commit with
+the old token's use), through the same insert (:meth:`TokenWriter.insert_within`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def stored_row(token: Row) -> Row:
 
 
 class TokenWriter:
+    """The one way new tokens reach the database, each with its ``token.issued`` event."""
+
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, max_in_flight: int = 1):
         self._pool = pool
         self._batcher: Batcher[Write, list[Row]] = Batcher(
@@ -74,6 +78,14 @@ class TokenWriter:
         With ``quota``, refuse (:class:`QuotaReached`) when the owner already has that many
         active opaque tokens."""
         return await self._batcher.submit(Write(tokens, quota, Cause.current()))
+
+    async def insert_within(self, conn: asyncpg.Connection, tokens: list[Row]) -> list[Row]:
+        """Insert tokens with their events in the caller's unit of work, at once (no batch, no
+        quota): a refresh rotation's new pair, which commits with the old token's use."""
+        cause = Cause.current()
+        rows = [stored_row(token) for token in tokens]
+        await self._insert(conn, [(t, row, cause) for t, row in zip(tokens, rows, strict=True)])
+        return rows
 
     async def _write_batch(self, writes: list[Write]) -> list[list[Row] | Exception]:
         try:
@@ -91,11 +103,6 @@ class TokenWriter:
         return results
 
     async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
-        if all(write.quota is None for write in writes):
-            async with self._pool.acquire() as conn:
-                # Nothing to lock or count: the inserts and their events are one statement,
-                # atomic without a transaction.
-                return await self._commit_batch(conn, writes)
         async with unit_of_work(self._pool) as conn:
             return await self._commit_batch(conn, writes)
 
@@ -132,12 +139,11 @@ class TokenWriter:
 
     @staticmethod
     async def _insert(conn: asyncpg.Connection, accepted: list[tuple[Row, Row, Cause]]) -> None:
+        """The one insert of new tokens: the rows, then their events, in the caller's
+        transaction."""
         if accepted:
-            await add_events(
-                conn,
-                [(token_issued(row), cause) for _, row, cause in accepted],
-                change=store.insert_tokens([token for token, _, _ in accepted]),
-            )
+            await store.insert_tokens(conn, [token for token, _, _ in accepted])
+            await add_events(conn, [(token_issued(row), cause) for _, row, cause in accepted])
 
     @staticmethod
     async def _active_bounds(

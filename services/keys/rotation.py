@@ -26,7 +26,7 @@ from services.keys.crypto import (
 )
 from services.keys.domain import RotationLimits, check_rotation, new_kid
 from services.keys.errors import RotationPending, TenantExists, UnknownKid, UnknownTenant
-from shared.bus.outbox import add_event
+from shared.bus.outbox import add_events
 from shared.db import unit_of_work
 
 log = structlog.get_logger("tessera.keys")
@@ -68,7 +68,7 @@ async def create_tenant(
         if row is None:
             raise TenantExists(f"tenant {tenant['id']!r} exists already")
         await store.insert_key(conn, {**key.row, "state": "active", "activates_at": now})
-        await add_event(conn, events.tenant_created(tenant["id"], tenant["alg"]))
+        await add_events(conn, [events.tenant_created(tenant["id"], tenant["alg"])])
     log.info("tenant created", tenant=tenant["id"], alg=tenant["alg"], kid=key.kid)
     return row
 
@@ -106,7 +106,7 @@ async def rotate_locked(
         previous = active[0]["kid"] if active else None
         activates_at = now + timedelta(seconds=delay)
         await store.insert_key(conn, {**key.row, "state": "pending", "activates_at": activates_at})
-    await add_event(conn, events.key_rotated(tenant, key.kid, alg, previous, activates_at))
+    await add_events(conn, [events.key_rotated(tenant, key.kid, alg, previous, activates_at)])
     log.info("key rotated", tenant=tenant, kid=key.kid, previous_kid=previous, immediate=immediate)
     return key, activates_at
 
@@ -144,7 +144,7 @@ async def revoke(pool: asyncpg.Pool, keyring: Keyring, tenant: str, kid: str) ->
             else:
                 key = await make_key(keyring, tenant, alg)
                 await store.insert_key(conn, {**key.row, "state": "active", "activates_at": now})
-        await add_event(conn, events.key_revoked(tenant, kid))
+        await add_events(conn, [events.key_revoked(tenant, kid)])
     log.warning("signing key revoked", tenant=tenant, kid=kid)
     return now
 

@@ -9,7 +9,7 @@ import asyncpg
 from services.revocation import store
 from services.revocation.domain import Revocation, Target
 from services.revocation.events import token_revoked
-from shared.bus.outbox import add_event
+from shared.bus.outbox import add_events
 
 
 async def record_revocations(
@@ -50,9 +50,7 @@ async def _record(
         }
         fresh = [t for t in unique if t.token_id not in known]
         if fresh:
-            for revocation in await store.insert_revocations(
-                conn, tenant, fresh, reason, actor, now
-            ):
-                await add_event(conn, token_revoked(revocation))
-                known[revocation.token_id] = revocation
+            revocations = await store.insert_revocations(conn, tenant, fresh, reason, actor, now)
+            await add_events(conn, [token_revoked(revocation) for revocation in revocations])
+            known.update((revocation.token_id, revocation) for revocation in revocations)
     return [known[t.token_id] for t in targets], len(fresh)

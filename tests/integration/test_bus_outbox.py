@@ -18,7 +18,7 @@ from pamqp import commands as spec
 
 from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import OutboxRelay, add_event
+from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import create_pool, unit_of_work
 from tests.integration.bus_support import bus_database, ends_within, private_names
 from tests.proxy import TcpProxy
@@ -87,11 +87,11 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
 
         committed = _event()
         async with unit_of_work(pool) as conn:
-            await add_event(conn, committed)
+            await add_events(conn, [committed])
         rolled_back = _event()
         with contextlib.suppress(RuntimeError):
             async with unit_of_work(pool) as conn:
-                await add_event(conn, rolled_back)
+                await add_events(conn, [rolled_back])
                 raise RuntimeError("the state change failed")
 
         # While the broker is unreachable the event waits in the outbox; nothing is lost.
@@ -135,8 +135,7 @@ async def test_relay_started_after_commit_publishes_with_headers(
     yesterday = datetime.now(UTC) - timedelta(days=1)
     events = [replace(_event(), occurred_at=yesterday) for _ in range(300)]
     async with unit_of_work(pool) as conn:
-        for event in events:
-            await add_event(conn, event)
+        await add_events(conn, events)
 
     broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
     await broker.start()

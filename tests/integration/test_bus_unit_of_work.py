@@ -13,7 +13,7 @@ import pytest
 
 from shared.bus.amqp import Broker, declare_topology
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import OutboxRelay, add_event
+from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import after_commit, create_pool, unit_of_work
 from tests.integration.bus_support import bus_database, private_names
 
@@ -69,7 +69,9 @@ async def test_after_commit_outside_a_transaction_runs_at_once_and_in_a_foreign_
             assert other is not conn
             async with conn.transaction():
                 with pytest.raises(RuntimeError, match="unit_of_work"):
-                    await add_event(conn, Envelope(type="t.x", source="test", tenant="t", data={}))
+                    await add_events(
+                        conn, [Envelope(type="t.x", source="test", tenant="t", data={})]
+                    )
     assert seen == ["now"]
 
 
@@ -92,7 +94,7 @@ async def test_an_event_committed_in_a_unit_of_work_wakes_the_relay_without_wait
         for n in range(3):
             event = Envelope(type="test.happened", source="test", tenant="t", data={"n": n})
             async with unit_of_work(pool) as conn:
-                await add_event(conn, event)
+                await add_events(conn, [event])
             message = None
             async with asyncio.timeout(10):
                 while message is None:

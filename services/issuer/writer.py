@@ -8,10 +8,17 @@ Each create still gets its own answer: a quota refusal fails that create only, a
 as a whole is refused by the database (a constraint, bad data) each create is tried again on
 its own. A refresh rotation inserts its new pair in its own transaction (it must commit with
 the old token's use), through the same insert (:meth:`TokenWriter.insert_within`).
+
+Quotas without counting every time: ``owner_usage`` keeps an upper bound of each owner's active
+opaque tokens (it grows with each create and is only set back to a count). While the bound plus
+what a batch asks stays within the quota, every create fits without a count; otherwise the
+owner's tokens are counted and the bound reset. The arithmetic is :func:`demand`,
+:func:`to_count` and :func:`admit`, free of I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +67,54 @@ def stored_row(token: Row) -> Row:
     return row
 
 
+@dataclass(frozen=True)
+class Demand:
+    """What a batch asks of the owners with a quota: how many new tokens each, and the lowest
+    quota among each owner's writes."""
+
+    asked: dict[Owner, int]
+    quota: dict[Owner, int]
+
+
+def demand(writes: list[Write]) -> Demand:
+    """The :class:`Demand` of a batch; writes without a quota ask nothing."""
+    asked: dict[Owner, int] = {}
+    quota: dict[Owner, int] = {}
+    for write in writes:
+        if write.quota is None:
+            continue
+        asked[write.owner] = asked.get(write.owner, 0) + len(write.tokens)
+        quota[write.owner] = min(quota.get(write.owner, write.quota), write.quota)
+    return Demand(asked, quota)
+
+
+def to_count(wanted: Demand, bounds: Mapping[Owner, int]) -> list[Owner]:
+    """The owners whose bound, with the batch added (``bounds``), passes their quota: only a
+    count can tell whether their creates fit. The others' fit whatever the count."""
+    return [owner for owner in sorted(wanted.asked) if bounds[owner] > wanted.quota[owner]]
+
+
+def admit(
+    writes: list[Write], active: Mapping[Owner, int]
+) -> tuple[list[QuotaReached | None], dict[Owner, int]]:
+    """In order, whether each write fits its owner's quota (None) or not, given each owner's
+    active tokens before the batch (``active``: a bound, or a count where it matters); and each
+    owner's active tokens once the admitted writes are in."""
+    taken = dict(active)
+    decisions: list[QuotaReached | None] = []
+    for write in writes:
+        if write.quota is not None:
+            owner = write.owner
+            if taken[owner] + len(write.tokens) > write.quota:
+                decisions.append(
+                    QuotaReached(f"{owner[1]} already has {write.quota} active tokens, the quota")
+                )
+                continue
+            taken[owner] += len(write.tokens)
+        decisions.append(None)
+    return decisions, taken
+
+
 class TokenWriter:
     """The one way new tokens reach the database, each with its ``token.issued`` event."""
 
@@ -104,38 +159,23 @@ class TokenWriter:
 
     async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
         async with unit_of_work(self._pool) as conn:
-            return await self._commit_batch(conn, writes)
-
-    async def _commit_batch(
-        self, conn: asyncpg.Connection, writes: list[Write]
-    ) -> list[list[Row] | Exception]:
-        results: list[list[Row] | Exception] = []
-        accepted: list[tuple[Row, Row, Cause]] = []
-        active, counted = await self._active_bounds(conn, writes)
-        for write in writes:
-            if write.quota is not None:
-                if active[write.owner] + len(write.tokens) > write.quota:
-                    results.append(
-                        QuotaReached(
-                            f"{write.owner[1]} already has {write.quota} active tokens, the quota"
-                        )
-                    )
+            active, counted = await self._active_bounds(conn, writes)
+            decisions, after = admit(writes, active)
+            results: list[list[Row] | Exception] = []
+            accepted: list[tuple[Row, Row, Cause]] = []
+            for write, refused in zip(writes, decisions, strict=True):
+                if refused is not None:
+                    results.append(refused)
                     continue
-                active[write.owner] += len(write.tokens)
-            results.append(self._accept(write, accepted))
-        if counted:
-            await store.set_usage(conn, {owner: active[owner] for owner in counted})
-        await self._insert(conn, accepted)
-        return results
-
-    @staticmethod
-    def _accept(write: Write, accepted: list[tuple[Row, Row, Cause]]) -> list[Row]:
-        """The rows ``write`` will store; its tokens join ``accepted``."""
-        rows = [stored_row(token) for token in write.tokens]
-        accepted.extend(
-            (token, row, write.cause) for token, row in zip(write.tokens, rows, strict=True)
-        )
-        return rows
+                rows = [stored_row(token) for token in write.tokens]
+                accepted.extend(
+                    (token, row, write.cause) for token, row in zip(write.tokens, rows, strict=True)
+                )
+                results.append(rows)
+            if counted:
+                await store.set_usage(conn, {owner: after[owner] for owner in counted})
+            await self._insert(conn, accepted)
+            return results
 
     @staticmethod
     async def _insert(conn: asyncpg.Connection, accepted: list[tuple[Row, Row, Cause]]) -> None:
@@ -149,24 +189,16 @@ class TokenWriter:
     async def _active_bounds(
         conn: asyncpg.Connection, writes: list[Write]
     ) -> tuple[dict[Owner, int], list[Owner]]:
-        """Lock the owners with a quota; for each, a bound of their active tokens that is exact
-        where it matters (counted when the batch could pass the quota). Also: who was counted.
-
-        Usage bounds only grow, so when bound + asked <= quota every create fits without a
-        count; otherwise the owner's tokens are counted and the bound reset after the batch."""
-        limited = [w for w in writes if w.quota is not None]
-        if not limited:
+        """Lock the owners with a quota; for each, a bound of their active tokens before the
+        batch that is exact where it matters (:func:`to_count`). Also: who was counted."""
+        wanted = demand(writes)
+        if not wanted.asked:
             return {}, []
-        asked: dict[Owner, int] = {}
-        quota: dict[Owner, int] = {}
-        for write in limited:
-            asked[write.owner] = asked.get(write.owner, 0) + len(write.tokens)
-            quota[write.owner] = min(quota.get(write.owner, write.quota or 0), write.quota or 0)
-        owners = sorted(asked)
+        owners = sorted(wanted.asked)
         await store.lock_owners(conn, owners)
-        bounds = await store.add_usage(conn, asked)
-        active = {owner: bounds[owner] - asked[owner] for owner in owners}
-        over = [owner for owner in owners if bounds[owner] > quota[owner]]
+        bounds = await store.add_usage(conn, wanted.asked)
+        active = {owner: bounds[owner] - wanted.asked[owner] for owner in owners}
+        over = to_count(wanted, bounds)
         if over:
-            active.update(await store.count_active(conn, over, max(quota.values())))
+            active.update(await store.count_active(conn, over, max(wanted.quota.values())))
         return active, over

@@ -32,8 +32,8 @@ from bench.report import result
 from bench.stack import delete_broker_names
 from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import OutboxRelay, add_event
-from shared.db import BUS_MIGRATIONS, create_pool, drop_database, migrate
+from shared.bus.outbox import OutboxRelay, add_events
+from shared.db import BUS_MIGRATIONS, create_pool, drop_database, migrate, unit_of_work
 from shared.settings import AmqpNames
 
 BODY = b'{"data": "' + b"x" * 400 + b'"}'  # about the size of a token.issued envelope
@@ -128,12 +128,12 @@ async def run(args: argparse.Namespace) -> None:
                 async def writer() -> None:
                     nonlocal committed
                     while time.perf_counter() < stop:
-                        async with pool.acquire() as conn, conn.transaction():
+                        async with unit_of_work(pool) as conn:
                             for _ in range(10):
                                 event = Envelope(
                                     type="bench.happened", source="bench", tenant="t", data={}
                                 )
-                                await add_event(conn, event)
+                                await add_events(conn, [event])
                         committed += 10
 
                 await asyncio.gather(*(writer() for _ in range(16)))

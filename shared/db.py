@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,19 +80,6 @@ def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
     return out
 
 
-# One-shot callbacks per connection (by server process id), run when the connection goes back
-# to its pool: after the transaction that asked for them has committed or rolled back.
-_after_release: dict[int, list[Callable[[], None]]] = {}
-
-
-def call_after_release(conn: asyncpg.Connection, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once ``conn`` (a pooled connection) is released, i.e. after the caller's
-    transaction has ended. Used to wake the outbox relay exactly when a new event is visible."""
-    callbacks = _after_release.setdefault(conn.get_server_pid(), [])
-    if callback not in callbacks:
-        callbacks.append(callback)
-
-
 async def _release(conn: asyncpg.Connection) -> None:
     """Make a released connection reusable with no round trip when it is clean.
 
@@ -107,8 +95,6 @@ async def _release(conn: asyncpg.Connection) -> None:
         conn.terminate()
     elif conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-    for callback in _after_release.pop(pid, ()):
-        callback()
 
 
 @asynccontextmanager
@@ -128,6 +114,57 @@ async def create_pool(
         yield pool
     finally:
         await pool.close()
+
+
+class UnitOfWork:
+    """The transaction :func:`unit_of_work` runs, and what is to happen once it has committed."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (once, however often it is asked for) if the transaction commits."""
+        if callback not in self._after_commit:
+            self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        for callback in self._after_commit:
+            callback()
+
+
+# The unit of work of the running task (and of tasks it starts), if any.
+_current_work: ContextVar[UnitOfWork | None] = ContextVar("tessera_unit_of_work", default=None)
+
+
+@asynccontextmanager
+async def unit_of_work(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection in one transaction, committed when the block ends without an
+    exception; then what was asked for with :func:`after_commit` runs (the outbox wakes its
+    relay this way, exactly when the new events become visible)."""
+    async with pool.acquire() as conn:
+        work = UnitOfWork(conn)
+        token = _current_work.set(work)
+        try:
+            async with conn.transaction():
+                yield conn
+        finally:
+            _current_work.reset(token)
+        work.committed()
+
+
+def after_commit(conn: asyncpg.Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once what ``conn`` has just written is committed: when its
+    :func:`unit_of_work` commits, or at once if ``conn`` is in no transaction (the statement
+    committed by itself). A transaction opened some other way has no end we could see: that is
+    a programming error, refused here rather than left to the relay's next poll."""
+    work = _current_work.get()
+    if work is not None and work.conn is conn:
+        work.after_commit(callback)
+    elif not conn.is_in_transaction():
+        callback()
+    else:
+        raise RuntimeError("a transaction that must be followed up is not a shared.db.unit_of_work")
 
 
 def describe_database(database_url: str) -> str:

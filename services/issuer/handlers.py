@@ -88,6 +88,7 @@ async def refresh_jwt(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     result = await service.refresh(
         request.app[POOL],
+        request.app[WRITER],
         request.app[KEYS],
         settings.pepper,
         token,

@@ -31,12 +31,13 @@ from services.issuer.domain import (
     token_response,
 )
 from services.issuer.errors import InvalidCredential
-from services.issuer.events import refresh_reused, token_issued
+from services.issuer.events import refresh_reused
 from services.issuer.tenants import TenantKeys
 from services.issuer.writer import TokenWriter
 from shared.authz import Mint, Principal, may_mint
-from shared.bus.outbox import add_event
+from shared.bus.outbox import add_events
 from shared.clients.keys import Signed
+from shared.db import unit_of_work
 from shared.errors import BadRequest, Forbidden, Unavailable
 from shared.tokens import Pepper, classify, new_databricks_token, new_opaque_token
 
@@ -220,6 +221,7 @@ def _pair_response(
 
 async def refresh(
     pool: asyncpg.Pool,
+    writer: TokenWriter,
     keys: TenantKeys,
     pepper: Pepper,
     value: str,
@@ -249,14 +251,14 @@ async def refresh(
         if step is RefreshStep.INVALID:
             raise InvalidCredential("not a valid refresh token")
         pair = None if step is RefreshStep.REUSE else await _sign_for(step, keys, row, value, now)
-        async with pool.acquire() as conn, conn.transaction():
+        async with unit_of_work(pool) as conn:
             row = await store.fetch_refresh(conn, hashes)
             if row is None or refresh_step(row, now, grace_seconds) is not step:
                 continue
             if pair is not None:
-                return await _claim(conn, step, pepper, row, pair, now)
+                return await _claim(conn, writer, step, pepper, row, pair, now)
             revoked = await store.revoke_family(conn, row["family_id"], now)
-            await add_event(conn, refresh_reused(row, revoked))
+            await add_events(conn, [refresh_reused(row, revoked)])
         log.warning(
             "refresh token reused: family revoked",
             tenant=row["tenant"],
@@ -285,6 +287,7 @@ async def _sign_for(
 
 async def _claim(
     conn: asyncpg.Connection,
+    writer: TokenWriter,
     step: RefreshStep,
     pepper: Pepper,
     row: Any,
@@ -305,8 +308,7 @@ async def _claim(
             pepper,
             now,
         )
-        for record in records:
-            await add_event(conn, token_issued(await store.insert_token(conn, record)))
+        await writer.insert_within(conn, records)
         await store.mark_used(conn, row["id"], now, {"access": access, "refresh": refresh})
     else:
         # A client retrying after a lost answer: the same claims, signed again. RS256 gives the

@@ -22,8 +22,6 @@ _INSERT_COLUMNS = (
     *(field for field in RECORD_ORDER if field not in ("last_used_at", "revoked_at")),
     "secret_hash",
 )
-_INSERT = f"""INSERT INTO tokens ({", ".join(_INSERT_COLUMNS)})
-              VALUES ({", ".join(f"${n}" for n in range(1, len(_INSERT_COLUMNS) + 1))})"""
 
 
 def _insert_args(token: dict[str, Any]) -> list[Any]:
@@ -51,14 +49,14 @@ _INSERT_MANY = f"""INSERT INTO tokens ({", ".join(_INSERT_COLUMNS)})
     SELECT {_NEW_VALUES} FROM unnest({_NEW_ARRAYS}) AS new({", ".join(_INSERT_COLUMNS)})"""
 
 
-def insert_tokens(tokens: list[dict[str, Any]]) -> tuple[str, list[list[Any]]]:
-    """The statement inserting new tokens, and its arguments (one array per column): to run as
-    the change of :func:`shared.bus.outbox.add_events`, with the tokens' events."""
+async def insert_tokens(conn: asyncpg.Connection, tokens: list[dict[str, Any]]) -> None:
+    """Insert new tokens, in one statement (one array per column); see services.issuer.writer,
+    the only caller, which adds their events in the same transaction."""
     rows = [_insert_args(token) for token in tokens]
     permissions = _INSERT_COLUMNS.index("permissions")
     for row in rows:
         row[permissions] = json.dumps(row[permissions])
-    return _INSERT_MANY, columns(rows, len(_INSERT_COLUMNS))
+    await conn.execute(_INSERT_MANY, *columns(rows, len(_INSERT_COLUMNS)))
 
 
 # An owner of opaque tokens, for quotas: (tenant, subject, namespace), where the namespace is
@@ -128,13 +126,6 @@ async def set_usage(conn: asyncpg.Connection, usage: dict[Owner, int]) -> None:
            WHERE u.tenant = n.tenant AND u.subject = n.subject AND u.namespace = n.namespace""",
         *_usage_columns(usage),
     )
-
-
-async def insert_token(conn: asyncpg.Connection, token: dict[str, Any]) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
-        f"{_INSERT} RETURNING {COLUMNS}", *_insert_args(token)
-    )
-    return row
 
 
 async def fetch_by_hash(

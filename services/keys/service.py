@@ -26,7 +26,8 @@ from services.keys.crypto import (
 )
 from services.keys.domain import RotationLimits, check_rotation, new_kid
 from services.keys.errors import RotationPending, TenantExists, UnknownKid, UnknownTenant
-from shared.bus.outbox import add_event
+from shared.bus.outbox import add_events
+from shared.db import unit_of_work
 
 log = structlog.get_logger("tessera.keys")
 
@@ -62,12 +63,12 @@ async def create_tenant(
 ) -> asyncpg.Record:
     key = await make_key(keyring, tenant["id"], tenant["alg"])
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         row = await store.insert_tenant(conn, tenant)
         if row is None:
             raise TenantExists(f"tenant {tenant['id']!r} exists already")
         await store.insert_key(conn, {**key.row, "state": "active", "activates_at": now})
-        await add_event(conn, events.tenant_created(tenant["id"], tenant["alg"]))
+        await add_events(conn, [events.tenant_created(tenant["id"], tenant["alg"])])
     log.info("tenant created", tenant=tenant["id"], alg=tenant["alg"], kid=key.kid)
     return row
 
@@ -105,7 +106,7 @@ async def rotate_locked(
         previous = active[0]["kid"] if active else None
         activates_at = now + timedelta(seconds=delay)
         await store.insert_key(conn, {**key.row, "state": "pending", "activates_at": activates_at})
-    await add_event(conn, events.key_rotated(tenant, key.kid, alg, previous, activates_at))
+    await add_events(conn, [events.key_rotated(tenant, key.kid, alg, previous, activates_at)])
     log.info("key rotated", tenant=tenant, kid=key.kid, previous_kid=previous, immediate=immediate)
     return key, activates_at
 
@@ -121,7 +122,7 @@ async def rotate(
 ) -> tuple[NewKey, datetime]:
     """A requested rotation, within ``limits`` (checked under the tenant's row lock, so
     concurrent requests cannot pass them together)."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         alg = await _tenant_alg(conn, tenant)
         if limits is not None:
             check_rotation(await store.fetch_keys(conn, tenant), datetime.now(UTC), limits)
@@ -131,7 +132,7 @@ async def rotate(
 async def revoke(pool: asyncpg.Pool, keyring: Keyring, tenant: str, kid: str) -> datetime:
     """Revoke a compromised key; if it was signing, another key takes over at once."""
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         alg = await _tenant_alg(conn, tenant)
         was = await store.revoke_key(conn, tenant, kid, now)
         if was is None:
@@ -143,7 +144,7 @@ async def revoke(pool: asyncpg.Pool, keyring: Keyring, tenant: str, kid: str) ->
             else:
                 key = await make_key(keyring, tenant, alg)
                 await store.insert_key(conn, {**key.row, "state": "active", "activates_at": now})
-        await add_event(conn, events.key_revoked(tenant, kid))
+        await add_events(conn, [events.key_revoked(tenant, kid)])
     log.warning("signing key revoked", tenant=tenant, kid=kid)
     return now
 
@@ -151,7 +152,7 @@ async def revoke(pool: asyncpg.Pool, keyring: Keyring, tenant: str, kid: str) ->
 async def promote_due(pool: asyncpg.Pool) -> int:
     """Make due pending keys active (the previous active key retires). Safe in any replica."""
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         due = await store.fetch_due_pending(conn, now)
         for row in due:
             await store.retire_active(conn, row["tenant"], now)
@@ -166,7 +167,7 @@ async def scheduled_rotations(pool: asyncpg.Pool, keyring: Keyring, period: int,
     if period <= 0:
         return 0
     rotated = 0
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         for tenant in await store.claim_due_rotations(conn, datetime.now(UTC), period):
             alg = await _tenant_alg(conn, tenant)
             try:
@@ -184,7 +185,7 @@ async def rewrap(pool: asyncpg.Pool, keyring: Keyring) -> int:
     Any key that cannot be opened stops the whole rewrap, so nothing is half done.
     """
     rewrapped = 0
-    async with pool.acquire() as conn, conn.transaction():
+    async with unit_of_work(pool) as conn:
         for row in await store.fetch_sealed_keys(conn):
             if row["kek_id"] == keyring.current.id:
                 continue

@@ -23,6 +23,7 @@ from services.revocation.errors import UnknownToken
 from services.revocation.service import record_revocations, tell_issuer
 from shared.callers import GATEWAY, OPERATOR, Callers
 from shared.callers import ISSUER as ISSUER_SERVICE
+from shared.db import unit_of_work
 from shared.errors import BadRequest
 from shared.http import JSON, json_response, read_json_object
 from shared.service import POOL
@@ -85,7 +86,7 @@ async def revoke(request: web.Request) -> web.Response:
     quotas already count it. Everyone else learns from the events."""
     command = parse_revoke(await read_json_object(request))
     targets = await resolve_targets(request, command)
-    async with request.app[POOL].acquire() as conn:
+    async with unit_of_work(request.app[POOL]) as conn:
         if not targets and command.selector == "family_id":
             # Nothing active is left of the family: if we revoked it before, that is the
             # answer (revoking twice is one revocation); otherwise the family is unknown.

@@ -11,7 +11,7 @@ import structlog
 
 from services.revocation import store
 from services.revocation.domain import Revocation, Target, token_revoked
-from shared.bus.outbox import add_event
+from shared.bus.outbox import add_events
 from shared.clients.issuer import IssuerClient
 from shared.errors import TesseraError
 
@@ -58,11 +58,9 @@ async def _record(
         }
         fresh = [t for t in unique if t.token_id not in known]
         if fresh:
-            for revocation in await store.insert_revocations(
-                conn, tenant, fresh, reason, actor, now
-            ):
-                await add_event(conn, token_revoked(revocation))
-                known[revocation.token_id] = revocation
+            revocations = await store.insert_revocations(conn, tenant, fresh, reason, actor, now)
+            await add_events(conn, [token_revoked(revocation) for revocation in revocations])
+            known.update((revocation.token_id, revocation) for revocation in revocations)
     return [known[t.token_id] for t in targets], len(fresh)
 
 

@@ -28,7 +28,7 @@ from prometheus_client import Counter
 
 from shared.bus.amqp import Broker
 from shared.bus.envelope import Envelope, EnvelopeError
-from shared.db import DATABASE_UNAVAILABLE
+from shared.db import DATABASE_UNAVAILABLE, unit_of_work
 from shared.logging import REQUEST_ID_HEADER, accept_request_id, bind_request_id
 
 log = structlog.get_logger("tessera.consumer")
@@ -221,7 +221,7 @@ class Consumer:
             # Claim, commit, then call is the rule; here: call, then claim and commit. Nothing
             # waits on the network while holding a connection and a transaction.
             resolved = await handler.resolve(envelope)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with unit_of_work(self._pool) as conn:
             first = await conn.fetchval(
                 """INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
                    ON CONFLICT DO NOTHING RETURNING true""",

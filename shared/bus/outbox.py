@@ -1,13 +1,14 @@
 """The transactional outbox: events are rows written with the state change, published later.
 
-``add_event`` is called inside the caller's transaction, so an event exists exactly when the
-change it describes was committed. :class:`OutboxRelay` publishes pending rows with publisher
-confirms and deletes them only once RabbitMQ has confirmed them; rows are claimed with
-``FOR UPDATE SKIP LOCKED`` so several replicas can relay at once without publishing a row twice.
+``add_events``, the one way in, is called inside the caller's transaction (a
+``shared.db.unit_of_work``), so an event exists exactly when the change it describes was
+committed. :class:`OutboxRelay` publishes pending rows with publisher confirms and deletes them
+only once RabbitMQ has confirmed them; rows are claimed with ``FOR UPDATE SKIP LOCKED`` so
+several replicas can relay at once without publishing a row twice.
 A broker outage leaves rows waiting; the relay resumes by itself when the broker is back.
 
-The relay of the process that wrote an event is woken when the writing connection goes back to
-its pool, right after the commit; relays of other replicas find leftover rows by polling.
+The relay of the process that wrote an event is woken right after the commit (the caller's
+unit of work runs the wake-up); relays of other replicas find leftover rows by polling.
 PostgreSQL's NOTIFY is not used: a transaction that notifies holds a database-wide lock through
 its commit, which serialises every durable commit of the service behind one WAL flush at a time.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 import weakref
 from collections.abc import Sequence
@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.amqp import Broker, BrokerUnavailable, Outgoing
 from shared.bus.envelope import Envelope
-from shared.db import call_after_release, columns
+from shared.db import after_commit, columns
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
 
 log = structlog.get_logger("tessera.outbox")
@@ -46,15 +46,12 @@ OLDEST_AGE = Gauge(
 PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 
 
-@functools.cache
-def _add_events_sql(first: int) -> str:
-    """The outbox and audit rows of a batch of events, one array per column (``$first`` …)."""
-    n = [f"${first + i}" for i in range(10)]
-    return f"""
-    events AS (
-        SELECT * FROM unnest({n[0]}::uuid[], {n[1]}::text[], {n[2]}::bytea[], {n[3]}::text[],
-                             {n[4]}::timestamptz[], {n[5]}::text[], {n[6]}::text[],
-                             {n[7]}::text[], {n[8]}::text[], {n[9]}::jsonb[])
+# The outbox and audit rows of a batch of events, one array per column.
+_ADD_EVENTS = """
+    WITH events AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[],
+                             $5::timestamptz[], $6::text[], $7::text[],
+                             $8::text[], $9::text[], $10::jsonb[])
         WITH ORDINALITY AS e(event_id, routing_key, body, request_id, occurred_at, tenant,
                              action, source, actor, data, n)),
     queued AS (
@@ -96,37 +93,25 @@ def _event_args(envelope: Envelope, cause: Cause) -> tuple[object, ...]:
     )
 
 
-async def add_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
-    """Queue an event in the caller's transaction (call it inside ``conn.transaction()``).
-
-    The same transaction appends the event to the service's audit trail, with the actor and
-    request id of the operation that caused it.
-    """
-    await add_events(conn, [(envelope, Cause.current())])
-
-
 async def add_events(
-    conn: asyncpg.Connection,
-    events: list[tuple[Envelope, Cause]],
-    *,
-    change: tuple[str, Sequence[object]] | None = None,
+    conn: asyncpg.Connection, events: Sequence[Envelope | tuple[Envelope, Cause]]
 ) -> None:
-    """:func:`add_event` for several events, each with its own cause, in one statement.
+    """Queue events, in this order, in the caller's :func:`shared.db.unit_of_work` (or as a
+    statement of their own, atomic without a transaction); the relay is woken once they are
+    committed.
 
-    ``change``: the data-modifying statement the events describe (its SQL, numbered from
-    ``$1``, and its arguments). It runs as part of the same statement, so the change and its
-    events are atomic even outside a transaction, in one round trip.
+    Each event is appended to the service's audit trail too, with the actor and request id of
+    the operation that caused it: the running request's (:meth:`Cause.current`), or the cause
+    given with the event as ``(event, cause)``.
     """
-    if not events and change is None:
+    if not events:
         return
-    event_columns = columns((_event_args(*event) for event in events), 10)
-    if change is None:
-        await conn.execute("WITH" + _add_events_sql(1), *event_columns)
-    else:
-        statement, arguments = change
-        sql = f"WITH change AS ({statement}),{_add_events_sql(len(arguments) + 1)}"
-        await conn.execute(sql, *arguments, *event_columns)
-    call_after_release(conn, _wake_relays)
+    rows = []
+    for event in events:
+        envelope, cause = event if isinstance(event, tuple) else (event, Cause.current())
+        rows.append(_event_args(envelope, cause))
+    await conn.execute(_ADD_EVENTS, *columns(rows, 10))
+    after_commit(conn, _wake_relays)
 
 
 # The relays running in this process; an event written here wakes them after its commit.

@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import Cause, add_event, add_events
-from shared.db import create_pool
+from shared.bus.outbox import Cause, add_events
+from shared.db import create_pool, unit_of_work
 from shared.logging import bind_actor, bind_request_id
 from tests.integration.bus_support import bus_database
 
@@ -24,8 +24,8 @@ async def test_every_event_is_audited_with_actor_and_request_id_and_cannot_be_re
         bind_actor("alice@acme")
         bind_request_id("req-audit-1")
         event = Envelope(type="token.issued", source="issuer", tenant="acme", data={"kind": "x"})
-        async with pool.acquire() as conn, conn.transaction():
-            await add_event(conn, event)
+        async with unit_of_work(pool) as conn:
+            await add_events(conn, [event])
         async with pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM audit_log")
             assert row["event_id"] == event.id
@@ -43,36 +43,34 @@ async def test_every_event_is_audited_with_actor_and_request_id_and_cannot_be_re
             assert await conn.fetchval("SELECT actor FROM audit_log") == "alice@acme"
 
 
-async def test_a_change_and_its_events_commit_together_or_not_at_all_without_a_transaction(
+async def test_events_are_queued_in_order_each_with_its_cause_all_or_none_without_a_transaction(
     tessera_env: dict[str, str],
 ) -> None:
-    url = await bus_database(tessera_env, f"change_{uuid.uuid4().hex[:8]}")
+    url = await bus_database(tessera_env, f"events_{uuid.uuid4().hex[:8]}")
     async with create_pool(url) as pool:
-        await pool.execute("CREATE TABLE things (id int PRIMARY KEY, name text)")
         causes = [Cause(f"req-{n}", f"actor-{n}") for n in range(5)]
         events = [
             (Envelope(type="thing.made", source="test", tenant="t", data={"n": n}), cause)
             for n, cause in enumerate(causes)
         ]
-        insert = "INSERT INTO things SELECT * FROM unnest($1::int[], $2::text[])"
+        bind_actor("bob@acme")
+        bind_request_id("req-bare")
+        bare = Envelope(type="thing.made", source="test", tenant="t", data={"n": 5})
         async with pool.acquire() as conn:
-            await add_events(conn, events, change=(insert, [[1], ["a"]]))
-            # The change fails (thing 1 exists): new events of the statement are not kept.
-            new = [(Envelope(type="thing.made", source="test", tenant="t", data={}), causes[0])]
+            await add_events(conn, [*events, bare])
+            # One event fails (it was added before): the statement keeps none of them.
+            again = [(Envelope(type="thing.made", source="test", tenant="t", data={}), causes[0])]
             with pytest.raises(asyncpg.UniqueViolationError):
-                await add_events(conn, new, change=(insert, [[1], ["b"]]))
-            # An event fails (it was added before): the change is not kept either.
-            with pytest.raises(asyncpg.UniqueViolationError):
-                await add_events(conn, events[:1], change=(insert, [[2], ["c"]]))
-            assert [tuple(r) for r in await conn.fetch("SELECT * FROM things")] == [(1, "a")]
+                await add_events(conn, [*again, events[0]])
             outbox = await conn.fetch("SELECT event_id, request_id FROM outbox ORDER BY position")
             audit = await conn.fetch(
                 "SELECT event_id, actor, request_id, data FROM audit_log ORDER BY position"
             )
-        # In the order given, each with its own cause.
+        # In the order given, each with its own cause; an event alone has the request's.
+        expected = [*((e, c) for e, c in events), (bare, Cause("req-bare", "bob@acme"))]
         assert [(r["event_id"], r["request_id"]) for r in outbox] == [
-            (e.id, c.request_id) for e, c in events
+            (e.id, c.request_id) for e, c in expected
         ]
         assert [(r["event_id"], r["actor"], r["data"]) for r in audit] == [
-            (e.id, c.actor, e.data) for e, c in events
+            (e.id, c.actor, e.data) for e, c in expected
         ]

@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 from shared.bus.amqp import Broker
 from shared.bus.consumer import Consumer
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import OutboxRelay, add_event
-from shared.db import create_pool
+from shared.bus.outbox import OutboxRelay, add_events
+from shared.db import create_pool, unit_of_work
 from shared.subscriber.queue import EventQueue
 from tests.integration.bus_support import bus_database, private_names
 from tests.proxy import TcpProxy
@@ -96,8 +96,8 @@ async def test_publisher_and_consumer_move_to_the_next_node_and_log_no_password(
 
             async def commit() -> uuid.UUID:
                 event = Envelope(type="test.moved", source="issuer", tenant="t", data={})
-                async with pool.acquire() as conn, conn.transaction():
-                    await add_event(conn, event)
+                async with unit_of_work(pool) as conn:
+                    await add_events(conn, [event])
                 relay.wake()
                 return event.id
 

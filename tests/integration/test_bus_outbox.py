@@ -19,8 +19,8 @@ from pamqp import commands as spec
 
 from shared.bus.amqp import Broker, Outgoing, declare_topology
 from shared.bus.envelope import Envelope
-from shared.bus.outbox import OutboxRelay, add_event
-from shared.db import create_pool
+from shared.bus.outbox import OutboxRelay, add_events
+from shared.db import create_pool, unit_of_work
 from tests.integration.bus_support import bus_database, ends_within, private_names
 from tests.proxy import TcpProxy
 from tests.waiting import parked, wait_for
@@ -85,12 +85,12 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
         await wait_for(lambda: not broker.connected)
 
         committed = _event()
-        async with pool.acquire() as conn, conn.transaction():
-            await add_event(conn, committed)
+        async with unit_of_work(pool) as conn:
+            await add_events(conn, [committed])
         rolled_back = _event()
         with contextlib.suppress(RuntimeError):
-            async with pool.acquire() as conn, conn.transaction():
-                await add_event(conn, rolled_back)
+            async with unit_of_work(pool) as conn:
+                await add_events(conn, [rolled_back])
                 raise RuntimeError("the state change failed")
 
         # While the broker is unreachable the event waits in the outbox; nothing is lost.
@@ -113,7 +113,7 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
         # queue, delivered in order): once the last one is in, every duplicate would be too.
         last = _event()
         async with pool.acquire() as conn, conn.transaction():
-            await add_event(conn, last)
+            await add_events(conn, [last])
         await wait_for(lambda: received[-1].id == last.id, timeout=15, what="the last event")
         assert [e.id for e in received] == [committed.id, last.id]
     finally:
@@ -142,9 +142,8 @@ async def test_relay_started_after_commit_publishes_with_headers(
     # More than one relay batch; occurred a day ago, so their time cannot pass for the insert's.
     yesterday = datetime.now(UTC) - timedelta(days=1)
     events = [replace(_event(), occurred_at=yesterday) for _ in range(300)]
-    async with pool.acquire() as conn, conn.transaction():
-        for event in events:
-            await add_event(conn, event)
+    async with unit_of_work(pool) as conn:
+        await add_events(conn, events)
 
     broker = Broker(tessera_env["TESSERA_AMQP_URL"], names)
     await broker.start()

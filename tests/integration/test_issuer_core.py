@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable
 
 import asyncpg
@@ -242,6 +243,42 @@ async def test_reuse_after_the_window_revokes_the_family(tessera_env: dict[str, 
         family = await _family_of(s, "cyd")
         assert len(family) == 4 and all(row["revoked_at"] is not None for row in family)
         await _family_in_feed(s, {str(r["id"]) for r in family})
+
+
+async def test_a_rotated_pair_is_issued_like_a_new_one_with_the_refresh_call_as_its_cause(
+    tessera_env: dict[str, str],
+) -> None:
+    async with running_stack(tessera_env) as s:
+        tenant = await s.tenant()
+        refresh = (await _pair(s, tenant, "rot"))["refresh_token"]["refresh_token"]
+        status, _ = await s.call(
+            "POST",
+            "issuer",
+            "/internal/jwt/refresh",
+            json={"refresh_token": refresh},
+            headers={"X-Request-ID": "req-rotate"},
+        )
+        assert status == 200
+        conn = await asyncpg.connect(s.database_url("issuer"))
+        try:
+            tokens = await conn.fetch(
+                """SELECT id, kind, family_id FROM tokens WHERE subject = 'rot'
+                   ORDER BY created_at, kind"""
+            )
+            issued = await conn.fetch(
+                """SELECT request_id, data FROM audit_log WHERE action = 'token.issued'
+                   AND data->>'subject' = 'rot' ORDER BY position"""
+            )
+        finally:
+            await conn.close()
+    # Two pairs of one family, each token with its token.issued event; the rotated pair's
+    # events carry the refresh call's request id and the same fields as the first pair's.
+    assert [t["kind"] for t in tokens] == ["jwt_access", "jwt_refresh"] * 2
+    assert len({t["family_id"] for t in tokens}) == 1
+    data = [json.loads(row["data"]) for row in issued]
+    assert [d["token_id"] for d in data] == [str(t["id"]) for t in tokens]
+    assert [row["request_id"] for row in issued][2:] == ["req-rotate", "req-rotate"]
+    assert data[0].keys() == data[2].keys() and data[2]["family_id"] == data[0]["family_id"]
 
 
 async def test_authentication_refuses_junk_expired_and_revoked(tessera_env: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ import pytest
 from services.issuer import service
 from services.issuer.settings import Settings as IssuerSettings
 from services.issuer.tenants import TenantKeys
+from services.issuer.writer import TokenWriter
 from shared.clients.base import client_session
 from shared.clients.keys import KeysClient, Signed
 from shared.db import create_pool
@@ -47,19 +48,21 @@ async def test_a_refresh_holds_no_lock_or_transaction_while_its_pair_is_signed(
         jti = pair["refresh_token"]["jti"]
         settings = IssuerSettings.from_env(s.env)
         async with (
-            create_pool(s.env["TESSERA_ISSUER_DATABASE_URL"], min_size=1, max_size=2) as pool,
+            create_pool(s.database_url("issuer"), min_size=1, max_size=2) as pool,
             client_session(tls_for(s.env, "issuer")) as session,
         ):
             keys = HeldKeys(KeysClient(session, s.urls["keys"]))
             refreshing = asyncio.create_task(
-                service.refresh(pool, keys, settings.pepper, refresh, grace_seconds=10)
+                service.refresh(
+                    pool, TokenWriter(pool), keys, settings.pepper, refresh, grace_seconds=10
+                )
             )
             try:
                 await asyncio.wait_for(keys.waiting.wait(), 10)
                 # While it waits for the keys service: no connection of its pool is taken ...
                 in_use = pool.get_size() - pool.get_idle_size()
                 # ... and the token's row can be locked by anyone at once.
-                conn = await asyncpg.connect(s.env["TESSERA_ISSUER_DATABASE_URL"])
+                conn = await asyncpg.connect(s.database_url("issuer"))
                 try:
                     async with conn.transaction():
                         locked = await conn.fetchval(

@@ -16,6 +16,7 @@ from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import after_commit, create_pool, unit_of_work
 from tests.integration.bus_support import bus_database, private_names
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +96,9 @@ async def test_an_event_committed_in_a_unit_of_work_wakes_the_relay_without_wait
             event = Envelope(type="test.happened", source="test", tenant="t", data={"n": n})
             async with unit_of_work(pool) as conn:
                 await add_events(conn, [event])
-            message = None
-            async with asyncio.timeout(10):
-                while message is None:
-                    message = await queue.get(fail=False)
-                    if message is None:
-                        await asyncio.sleep(0.05)
+            message = await wait_for(
+                lambda: queue.get(fail=False), what=f"event {n} relayed on commit"
+            )
             await message.ack()
             assert message.message_id == str(event.id)
     finally:

@@ -54,7 +54,7 @@ class Unauthenticated(TesseraError):
 
 
 class Forbidden(TesseraError):
-    """Authenticated, but not allowed to do this (403)."""
+    """The caller may not do this (403)."""
 
     code = "forbidden"
     status = 403

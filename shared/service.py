@@ -93,7 +93,7 @@ async def broker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def outbox_relay(app: web.Application) -> AsyncIterator[None]:
-    """The outbox relay as :data:`RELAY`, publishing committed events; needs the pool and broker."""
+    """The outbox relay as :data:`RELAY`, publishing committed events; stopped at shutdown."""
     relay = OutboxRelay(app[POOL], app[BROKER], service=app[COMMON].service)
     relay.start()
     app[RELAY] = relay

@@ -147,7 +147,8 @@ class KeysClient(ServiceClient):
 
     async def rotate(self, tenant: str, *, immediate: bool) -> Rotation:
         """A new signing key for the tenant, signing at once when ``immediate``, else from its
-        ``activates_at``; a refusal (a rotation already pending: 409) raises as the service said."""
+        ``activates_at``. The keys service may refuse: 409 ``rotation_pending``, 429
+        ``rotation_limited``."""
         body = await self.call(
             "POST",
             "tenants",

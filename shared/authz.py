@@ -166,6 +166,7 @@ class Principal:
 
     @property
     def namespace(self) -> str:
+        """Whose names the subject is in: jobmanager identities have their own."""
         return "jobmanager" if self.kind is Kind.JOBMANAGER else "user"
 
     @property

@@ -21,6 +21,9 @@ BatchFunction = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
 
 
 class Batcher(Generic[T, R]):
+    """Runs submitted items through ``run`` in batches: at most ``max_in_flight`` at once, each
+    of at most ``max_batch`` units of ``weight`` (a heavier item goes alone)."""
+
     def __init__(
         self,
         run: BatchFunction[T, R],

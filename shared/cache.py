@@ -25,6 +25,8 @@ class TtlCache(Generic[K, V]):
         self._fetching: dict[K, asyncio.Future[V | None]] = {}
 
     async def get(self, key: K, fetch: Callable[[], Awaitable[V | None]]) -> V | None:
+        """``key``'s value while fresh, else ``fetch()``'s: one fetch for all concurrent misses,
+        which a caller cancelled while waiting does not cancel. Its exception reaches them all."""
         entry = self._entries.get(key)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]

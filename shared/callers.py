@@ -36,6 +36,8 @@ GATEWAY, ISSUER, KEYS, REVOCATION = SERVICE_IDENTITIES
 
 
 def route_key(request: web.Request) -> str | None:
+    """The request's key in a :data:`CALLERS` table, ``"METHOD /canonical/route"``; None when no
+    route matched (a 404 or 405)."""
     resource = request.match_info.route.resource
     if resource is None:
         return None

@@ -61,6 +61,8 @@ def connection_cap(configured: int, file_limit: int) -> int:
 
 @dataclass
 class ConnectionCount:
+    """A listener's connections: open now, and refused over the cap since it started."""
+
     open: int = 0
     refused: int = 0
 
@@ -78,16 +80,19 @@ class HeadDeadlineHandler(web.RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count the connection and start its head deadline."""
         self._count.open += 1
         super().connection_made(transport)
         self._arm_head_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        """Uncount the connection and drop its head deadline."""
         self._count.open -= 1
         self._cancel_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Feed aiohttp; a completed head lifts the deadline, the first byte of the next arms it."""
         # _request_count (aiohttp's own, per connection) grows when a whole head is parsed.
         before = self._request_count
         super().data_received(data)
@@ -118,6 +123,7 @@ class Refusal(asyncio.Protocol):
     """A connection over the cap: a 503 and closed, without reading the request."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Write the 503 and close, reading nothing."""
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(REFUSAL)
         transport.close()

@@ -57,6 +57,8 @@ def process_start(pid: int) -> str | None:
 
 
 def process_alive(pid: int, started: str | None) -> bool:
+    """Whether ``pid`` is running and, when ``started`` is known, is still the process that
+    started then (not a later one given the same pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,13 +90,17 @@ class DevStack:
     version: int = FORMAT_VERSION
 
     def describe(self) -> str:
+        """How messages name this stack: where it was started and its pid."""
         return f"the `tessera dev` started in {self.directory} (pid {self.pid})"
 
     def to_json(self) -> dict[str, Any]:
+        """The descriptor file's content."""
         return asdict(self)
 
     @classmethod
     def from_json(cls, body: Any) -> DevStack:
+        """A descriptor read back; ValueError (or KeyError / TypeError) for a file of another
+        version or shape."""
         if not isinstance(body, dict) or body.get("version") != FORMAT_VERSION:
             raise ValueError("not a dev stack descriptor of this version")
         return cls(

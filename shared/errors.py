@@ -32,6 +32,7 @@ class TesseraError(Exception):
         self.details = details or {}
 
     def to_json(self) -> dict[str, Any]:
+        """The internal error shape, ``{"error": code, "message": text}``, plus any ``details``."""
         body: dict[str, Any] = {"error": self.code, "message": self.message}
         if self.details:
             body["details"] = self.details
@@ -39,41 +40,57 @@ class TesseraError(Exception):
 
 
 class BadRequest(TesseraError):
+    """The request is malformed or asks for something invalid (400)."""
+
     code = "bad_request"
     status = 400
 
 
 class Unauthenticated(TesseraError):
+    """No credential, or one that does not authenticate (401)."""
+
     code = "unauthenticated"
     status = 401
 
 
 class Forbidden(TesseraError):
+    """The caller may not do this (403)."""
+
     code = "forbidden"
     status = 403
 
 
 class NotFound(TesseraError):
+    """What was named does not exist: no such tenant, token, key or route (404)."""
+
     code = "not_found"
     status = 404
 
 
 class Conflict(TesseraError):
+    """The request clashes with the current state, e.g. it exists already (409)."""
+
     code = "conflict"
     status = 409
 
 
 class PayloadTooLarge(TesseraError):
+    """The request body is over the service's limit (413)."""
+
     code = "payload_too_large"
     status = 413
 
 
 class QuotaExceeded(TesseraError):
+    """The owner holds as many tokens as the tenant's quota allows (409, per the internal API)."""
+
     code = "quota_exceeded"
     status = 409
 
 
 class RateLimited(TesseraError):
+    """Too many requests for now (a caller's rate, a tenant's rotations); retry later (429)."""
+
     code = "rate_limited"
     status = 429
 

@@ -213,6 +213,7 @@ async def read_json_object(request: web.Request, *, max_bytes: int | None = None
 
 
 async def healthz(_request: web.Request) -> web.Response:
+    """200 while the process serves requests (liveness: no dependency is checked)."""
     return json_response({"status": "ok"})
 
 
@@ -230,6 +231,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(_request: web.Request) -> web.Response:
+    """The process's Prometheus metrics, in the text exposition format."""
     resp = web.Response(body=generate_latest())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp

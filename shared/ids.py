@@ -32,6 +32,7 @@ def is_tenant_id(value: object) -> TypeGuard[str]:
 
 
 def is_kid(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a well-formed key id (never a dot or a slash)."""
     return isinstance(value, str) and KID.fullmatch(value) is not None
 
 

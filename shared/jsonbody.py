@@ -36,6 +36,7 @@ class MalformedJson(BadRequest):
 
 
 def body_limit(request: web.Request) -> int:
+    """The service's largest request body, bytes (:data:`MAX_BODY`, else the default 1 MiB)."""
     return request.app.get(MAX_BODY, DEFAULT_MAX_BODY_BYTES)
 
 

@@ -125,6 +125,7 @@ def configure_logging(service: str, level: str = "info") -> None:
 
 
 def new_request_id() -> str:
+    """A fresh random request id (32 hex characters)."""
     return uuid.uuid4().hex
 
 
@@ -139,6 +140,8 @@ def accept_request_id(value: str | None) -> str:
 
 
 def bind_request_id(request_id: str) -> None:
+    """Make ``request_id`` the current one: in every log line, and passed on in outgoing calls
+    and events."""
     request_id_var.set(request_id)
     structlog.contextvars.bind_contextvars(request_id=request_id)
 
@@ -157,4 +160,5 @@ def clear_actor() -> None:
 
 
 def get_logger(name: str | None = None) -> Any:
+    """A structlog logger: its lines carry the bound service, request id and actor."""
     return structlog.get_logger(name)

@@ -38,14 +38,17 @@ PREVIOUS_CA_FILE = "ca-previous.pem"
 
 
 def spiffe_id(identity: str) -> str:
+    """The SAN URI that names ``identity`` in its certificate: ``spiffe://tessera/<identity>``."""
     return f"{SPIFFE_PREFIX}{identity}"
 
 
 def cert_file(directory: Path, identity: str) -> Path:
+    """Where ``identity``'s certificate is in a PKI directory."""
     return directory / f"{identity}.pem"
 
 
 def key_file(directory: Path, identity: str) -> Path:
+    """Where ``identity``'s private key is in a PKI directory."""
     return directory / f"{identity}-key.pem"
 
 
@@ -135,10 +138,12 @@ def issue(
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
+    """The certificate, PEM-encoded."""
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The private key as unencrypted PKCS#8 PEM (this module writes it with mode 0600)."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -180,6 +185,7 @@ def load_ca(directory: Path) -> Authority:
 
 
 def issue_all(directory: Path, ca: Authority, identities: tuple[str, ...] = IDENTITIES) -> None:
+    """A new certificate and key from ``ca`` for each identity, written into ``directory``."""
     for identity in identities:
         cert, key = issue(ca, identity, dns_names=(identity, f"tessera-{identity}", "localhost"))
         write_identity(directory, identity, cert, key)
@@ -198,6 +204,7 @@ def init_pki(directory: Path, identities: tuple[str, ...] = IDENTITIES) -> Autho
 
 
 def present_identities(directory: Path) -> tuple[str, ...]:
+    """The identities with a certificate in ``directory``; all of :data:`IDENTITIES` if none."""
     return tuple(i for i in IDENTITIES if cert_file(directory, i).exists()) or IDENTITIES
 
 

@@ -48,6 +48,8 @@ class StartupError(Exception):
 
 
 async def db_pool(app: web.Application) -> AsyncIterator[None]:
+    """The PostgreSQL pool as :data:`POOL`, with a readiness check; :class:`StartupError` when
+    the database is missing (not migrated) or unreachable."""
     url = app[COMMON].database_url
     assert url is not None, "this service has no database"
     try:
@@ -80,6 +82,7 @@ async def db_pool(app: web.Application) -> AsyncIterator[None]:
 
 
 async def broker(app: web.Application) -> AsyncIterator[None]:
+    """The broker connection as :data:`BROKER`, with a readiness check; closed at shutdown."""
     common = app[COMMON]
     instance = Broker(common.amqp_url, common.amqp, connection_name=f"tessera-{common.service}")
     await instance.start()
@@ -90,6 +93,7 @@ async def broker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def outbox_relay(app: web.Application) -> AsyncIterator[None]:
+    """The outbox relay as :data:`RELAY`, publishing committed events; stopped at shutdown."""
     relay = OutboxRelay(app[POOL], app[BROKER], service=app[COMMON].service)
     relay.start()
     app[RELAY] = relay

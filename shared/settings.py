@@ -31,6 +31,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def require(env: Env, name: str) -> str:
+    """``name``'s value, stripped; :class:`ConfigError` when unset or blank."""
     value = env.get(name, "").strip()
     if not value:
         raise ConfigError(f"{name} is required but not set")
@@ -38,10 +39,13 @@ def require(env: Env, name: str) -> str:
 
 
 def get_str(env: Env, name: str, default: str) -> str:
+    """``name``'s value, stripped, or ``default`` when unset or blank."""
     return env.get(name, "").strip() or default
 
 
 def get_int(env: Env, name: str, default: int, *, minimum: int | None = None) -> int:
+    """``name`` as an integer (``default`` when unset); :class:`ConfigError` when it is not one
+    or is below ``minimum``."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -55,6 +59,8 @@ def get_int(env: Env, name: str, default: int, *, minimum: int | None = None) ->
 
 
 def get_float(env: Env, name: str, default: float, *, minimum: float = 0.0) -> float:
+    """``name`` as a number (``default`` when unset); :class:`ConfigError` when it is not one or
+    is below ``minimum``."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -68,6 +74,7 @@ def get_float(env: Env, name: str, default: float, *, minimum: float = 0.0) -> f
 
 
 def get_networks(env: Env, name: str, default: str) -> tuple[IPNetwork, ...]:
+    """``name`` (else ``default``) as comma-separated CIDRs; host bits are allowed and masked."""
     raw = env.get(name, "").strip() or default
     try:
         return tuple(
@@ -184,6 +191,7 @@ class AmqpNames:
 
     @property
     def dead_letter_queue(self) -> str:
+        """The durable queue the dead-letter exchange delivers to."""
         return self.durable_queue("tessera.dead-letter")
 
     def durable_queue(self, consumer: str) -> str:
@@ -208,6 +216,8 @@ class AmqpNames:
 
     @classmethod
     def from_env(cls, env: Env) -> AmqpNames:
+        """``TESSERA_AMQP_EXCHANGE`` / ``_DLX`` / ``_QUEUE_PREFIX`` / ``_QUEUE_EXPIRES_SECONDS``
+        (0 or unset: queues never expire), with the class defaults."""
         return cls(
             exchange=get_str(env, "TESSERA_AMQP_EXCHANGE", cls.exchange),
             dead_letter_exchange=get_str(env, "TESSERA_AMQP_DLX", cls.dead_letter_exchange),
@@ -233,6 +243,8 @@ class ServerLimits:
 
     @classmethod
     def from_env(cls, env: Env) -> ServerLimits:
+        """``TESSERA_MAX_BODY_BYTES`` (at least 1024), ``_HEAD_TIMEOUT``, ``_KEEPALIVE_TIMEOUT`` and
+        ``_MAX_CONNECTIONS``, with the class defaults."""
         return cls(
             max_body_bytes=get_int(env, "TESSERA_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             head_timeout=get_float(env, "TESSERA_HEAD_TIMEOUT", cls.head_timeout),
@@ -260,6 +272,8 @@ class CommonSettings:
 
     @classmethod
     def from_env(cls, env: Env, service: str) -> CommonSettings:
+        """``service``'s settings; :class:`ConfigError` naming the first variable missing or
+        malformed."""
         from shared.tls import TlsFiles
 
         port_name = f"TESSERA_{service.upper()}_PORT"

@@ -46,6 +46,7 @@ class TlsFiles:
 
     @classmethod
     def from_dir(cls, directory: Path, identity: str) -> TlsFiles:
+        """``identity``'s files in a ``tessera pki init`` directory."""
         return cls(
             directory / CA_FILE, cert_file(directory, identity), key_file(directory, identity)
         )
@@ -148,6 +149,8 @@ class ReloadingTls:
             log.info("tls files reloaded", cert=str(self.files.cert))
 
     def current_server(self) -> ssl.SSLContext:
+        """The newest server context, reloaded first if the files changed (checked at most every
+        ``check_every`` seconds)."""
         self._refresh()
         assert self._server is not None
         return self._server

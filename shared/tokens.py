@@ -48,6 +48,7 @@ def new_opaque_token() -> str:
 
 
 def new_databricks_token() -> str:
+    """A new Databricks-style token: ``dapi`` and 128 random bits in lowercase hex."""
     return DATABRICKS_PREFIX + secrets.token_hex(16)
 
 
@@ -60,10 +61,12 @@ def is_well_formed_opaque(token: str) -> bool:
 
 
 def is_databricks_token(token: str) -> bool:
+    """Whether ``token`` has the Databricks form (there is no checksum to verify)."""
     return bool(DATABRICKS_PATTERN.match(token))
 
 
 def looks_like_jwt(token: str) -> bool:
+    """Whether ``token`` has a compact JWS's three base64url parts; nothing is verified."""
     return bool(JWT_PATTERN.match(token))
 
 
@@ -94,6 +97,7 @@ class Pepper:
         return cls(parts[0].encode(), tuple(p.encode() for p in parts[1:]))
 
     def hash(self, token: str) -> bytes:
+        """The token's HMAC-SHA256 under the current pepper: what is stored for a new token."""
         return hmac.new(self.current, token.encode(), hashlib.sha256).digest()
 
     def candidate_hashes(self, token: str) -> list[bytes]:

@@ -88,6 +88,7 @@ async def create_opaque(
 
 
 def check_lifetime(ttl: int, max_lifetime: int, name: str) -> None:
+    """Raise :class:`BadRequest`, naming ``name``, when ``ttl`` is over the maximum lifetime."""
     if ttl > max_lifetime:
         raise BadRequest(
             f"{name} must be at most the tenant's maximum lifetime, {max_lifetime} seconds"

@@ -34,6 +34,8 @@ log = structlog.get_logger("tessera.keys")
 
 @dataclass(frozen=True)
 class NewKey:
+    """A generated key: kid, algorithm, public PEM and the row to insert (private key sealed)."""
+
     kid: str
     alg: str
     public_pem: str
@@ -61,6 +63,8 @@ async def make_key(keyring: Keyring, tenant: str, alg: str) -> NewKey:
 async def create_tenant(
     pool: asyncpg.Pool, keyring: Keyring, tenant: dict[str, Any]
 ) -> asyncpg.Record:
+    """Create the tenant, its first key (active at once) and a ``tenant.created`` event in one
+    transaction; the tenant's row, or :class:`TenantExists` when the id is taken."""
     key = await make_key(keyring, tenant["id"], tenant["alg"])
     now = datetime.now(UTC)
     async with unit_of_work(pool) as conn:

@@ -26,6 +26,9 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class Envelope:
+    """One event as published: ``data`` is the payload of ``type`` at ``version``; ``seq`` numbers
+    revocations (a gap means a missed event, to be filled from the replay feed)."""
+
     type: str
     source: str
     tenant: str
@@ -37,9 +40,11 @@ class Envelope:
 
     @property
     def routing_key(self) -> str:
+        """``<type>.v<version>``: what the event is published and bound under."""
         return f"{self.type}.v{self.version}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The envelope's JSON object (``seq`` only when set)."""
         body: dict[str, Any] = {
             "id": str(self.id),
             "type": self.type,
@@ -54,10 +59,13 @@ class Envelope:
         return body
 
     def to_json(self) -> bytes:
+        """The compact UTF-8 JSON published as the message body."""
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
     def from_dict(cls, body: Any) -> Envelope:
+        """A decoded envelope, checked field by field; :class:`EnvelopeError` naming the first
+        missing or malformed one."""
         if not isinstance(body, dict):
             raise EnvelopeError("envelope must be a JSON object")
         try:
@@ -97,6 +105,7 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Envelope:
+        """A message body parsed and checked; :class:`EnvelopeError` for anything else."""
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

@@ -104,6 +104,7 @@ class ServiceClient:
 
     @property
     def base_url(self) -> str:
+        """The service's base URL, without a trailing slash."""
         return self._base
 
     def url(self, *segments: str) -> str:

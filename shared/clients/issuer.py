@@ -35,6 +35,7 @@ class TokenSummary:
 
     @classmethod
     def from_json(cls, body: Any) -> TokenSummary:
+        """KeyError / TypeError / ValueError for a body that is not a TokenSummary."""
         return cls(
             id=str(body["id"]),
             display_id=_text(body.get("display_id")),
@@ -93,6 +94,8 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class TokenPage:
+    """One page of a tenant's token records; ``next_cursor`` asks for the next (None: the last)."""
+
     tokens: list[TokenRecord]
     next_cursor: str | None
 
@@ -125,6 +128,7 @@ class JwtRequest:
     permissions: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The request body; optional members only when set, ``permissions`` only when not empty."""
         body: dict[str, Any] = {
             "tenant": self.tenant,
             "username": self.username,

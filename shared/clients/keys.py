@@ -76,6 +76,7 @@ class Rotation:
     activates_at: datetime
 
     def to_json(self) -> dict[str, Any]:
+        """The rotate endpoint's answer shape (``activates_at`` in ISO 8601)."""
         return {
             "kid": self.kid,
             "alg": self.alg,
@@ -93,6 +94,7 @@ class Jwks:
 
 
 def unknown_kid() -> NotFound:
+    """The 404 ``unknown_kid`` for a key that does not exist or is already revoked."""
     return NotFound("unknown or already revoked key", code="unknown_kid")
 
 
@@ -110,6 +112,7 @@ class KeysClient(ServiceClient):
         return self._tenant(body)
 
     async def tenants(self) -> list[Tenant]:
+        """Every tenant's settings."""
         body = await self.call("GET", "tenants")
         try:
             return [Tenant.from_json(t) for t in body["tenants"]]
@@ -143,6 +146,9 @@ class KeysClient(ServiceClient):
         return Signed(tokens, kid)
 
     async def rotate(self, tenant: str, *, immediate: bool) -> Rotation:
+        """A new signing key for the tenant, signing at once when ``immediate``, else from its
+        ``activates_at``. The keys service may refuse: 409 ``rotation_pending``, 429
+        ``rotation_limited``."""
         body = await self.call(
             "POST",
             "tenants",

@@ -18,6 +18,7 @@ class VerifiedJwt:
     expires_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:
+        """The shape the revocation service takes (``expires_at`` in ISO 8601, or null)."""
         return {
             "jti": self.jti,
             "subject": self.subject,

@@ -19,6 +19,9 @@ class FeedUnavailable(ConnectionError):
 
 @dataclass(frozen=True)
 class FeedPage:
+    """One feed page: its revocations, the ``since`` to ask for next, the newest seq the service
+    has, and the seq through which old revocations were pruned (0: none)."""
+
     revocations: list[dict[str, Any]]
     next_since: int
     current_seq: int

@@ -38,6 +38,9 @@ MAX_TENANTS = 10_000
 
 @dataclass
 class TenantKeys:
+    """One tenant's public keys by kid, when they were fetched and until when they are fresh
+    (``time.monotonic`` seconds)."""
+
     keys: dict[str, jwt.PyJWK]
     fetched_at: float
     expires_at: float
@@ -83,9 +86,11 @@ class JwksCache:
             entry.expires_at = entry.fetched_at = float("-inf")
 
     def kid_revoked(self, kid: str) -> bool:
+        """Whether ``kid`` was announced revoked (its tokens are refused whatever a JWKS says)."""
         return kid in self._revoked_kids
 
     def issuer(self, tenant: str) -> str | None:
+        """The ``iss`` the tenant's tokens must carry, when its cached JWKS names one."""
         entry = self._tenants.get(tenant)
         return entry.issuer if entry is not None else None
 

@@ -76,6 +76,7 @@ class EventQueue:
         await asyncio.wait([self._task], timeout=wait)
 
     async def close(self) -> None:
+        """Stop connecting and close the connection (the queue goes with it); safe to call twice."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -129,6 +129,7 @@ class UnitOfWork:
             self._after_commit.append(callback)
 
     def committed(self) -> None:
+        """Run the after-commit callbacks, in the order they were asked for."""
         for callback in self._after_commit:
             callback()
 
@@ -218,6 +219,8 @@ async def drop_database(database_url: str) -> None:
 
 @dataclass(frozen=True)
 class Migration:
+    """One migration file: ``NNNN_name.sql`` of a component (``bus`` or a service)."""
+
     component: str
     version: int
     name: str
@@ -225,6 +228,7 @@ class Migration:
 
 
 def discover(component: str, directory: Path) -> list[Migration]:
+    """The migrations of ``directory`` in version order; ``ValueError`` for a misnamed file."""
     found = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_FILE.match(path.name)

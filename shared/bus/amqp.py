@@ -223,6 +223,7 @@ class Broker:
 
     @property
     def connected(self) -> bool:
+        """Whether the connection and the shared channel are open right now."""
         return (
             self._ready.is_set()
             and self._state.up
@@ -233,6 +234,7 @@ class Broker:
         )
 
     async def wait_connected(self) -> None:
+        """Return once the first connection (and its topology) is up."""
         await self._ready.wait()
 
     async def channel(self) -> AbstractRobustChannel:
@@ -338,6 +340,7 @@ class Broker:
             raise BrokerUnavailable("broker not connected")
 
     async def close(self) -> None:
+        """Stop reconnecting and close the connection."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

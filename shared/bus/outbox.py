@@ -168,10 +168,12 @@ class OutboxRelay:
         return 0.0 if self._oldest is None else max(0.0, time.time() - self._oldest)
 
     def start(self) -> None:
+        """Start relaying in a background task; commits in this process wake it."""
         _relays.add(self)
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._service}")
 
     async def stop(self) -> None:
+        """Stop relaying and wait for the task to end; unpublished rows stay for the next run."""
         _relays.discard(self)
         if self._task is not None:
             self._task.cancel()
@@ -179,6 +181,7 @@ class OutboxRelay:
                 await self._task
 
     def wake(self) -> None:
+        """Relay now rather than at the next poll (new events were committed)."""
         self._wake.set()
 
     async def relay_once(self) -> int:

@@ -112,7 +112,7 @@ async def test_event_committed_during_broker_outage_is_delivered_once_after_it_r
         # A duplicate is published before its row is deleted, so before this last event (one
         # queue, delivered in order): once the last one is in, every duplicate would be too.
         last = _event()
-        async with pool.acquire() as conn, conn.transaction():
+        async with unit_of_work(pool) as conn:
             await add_events(conn, [last])
         await wait_for(lambda: received[-1].id == last.id, timeout=15, what="the last event")
         assert [e.id for e in received] == [committed.id, last.id]

@@ -26,7 +26,7 @@ class Clusters:
 
 
 @pytest.fixture(scope="module")
-def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clusters]:
+def clusters(tmp_path_factory: pytest.TempPathFactory, pki_dir: Path) -> Iterator[Clusters]:
     if not (rabbit_available() and postgres_available()):
         reason = "rabbitmq-server and PostgreSQL 15's initdb/pg_ctl/pg_basebackup are needed"
         if os.environ.get("CI"):
@@ -42,7 +42,7 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clusters]:
         postgres.start()
         rabbit.start()
         wait_for_sync_standby(postgres)
-        env = cluster_env(dict(os.environ), postgres.url, rabbit.url)
+        env = cluster_env(dict(os.environ), postgres.url, rabbit.url, pki_dir)
         stack = ReplicatedStack(env, tmp_path_factory.mktemp("cluster-logs"))
         stack.setup(replicas=2)
         yield Clusters(rabbit, postgres, stack)

@@ -80,12 +80,20 @@ class Replica:
     service: str
     index: int
     port: int
+    ops_port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Its API: the gateway's in clear, the others' mutual TLS (shared.tls)."""
+        scheme = "http" if self.service == "gateway" else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        """Its ops listener (/healthz, /readyz, /metrics in clear)."""
+        return f"http://127.0.0.1:{self.ops_port}"
 
 
 @dataclass
@@ -97,15 +105,17 @@ class ReplicatedStack:
     loop: LoopThread = field(default_factory=LoopThread)
 
     def url(self, service: str) -> str:
-        """The service's address behind its proxy."""
-        return f"http://127.0.0.1:{self.proxies[service].port}"
+        """The service's address behind its proxy (a TCP splice: TLS passes through)."""
+        scheme = "http" if service == "gateway" else "https"
+        return f"{scheme}://127.0.0.1:{self.proxies[service].port}"
 
     def setup(self, replicas: int = 2) -> None:
-        base = free_port_block(len(SERVICES) * replicas)
+        count = len(SERVICES) * replicas
+        base = free_port_block(2 * count)  # the APIs, then the ops listeners
         for s, service in enumerate(SERVICES):
             ports = [base + s * replicas + i for i in range(replicas)]
             self.replicas[service] = [
-                Replica(service, i, port, self.logs / f"{service}-{i}.log")
+                Replica(service, i, port, port + count, self.logs / f"{service}-{i}.log")
                 for i, port in enumerate(ports)
             ]
             proxy = RoundRobinProxy(ports)
@@ -136,6 +146,7 @@ class ReplicatedStack:
     def start(self, replica: Replica) -> None:
         env = dict(self.env, TESSERA_HOST="127.0.0.1")
         env[f"TESSERA_{replica.service.upper()}_PORT"] = str(replica.port)
+        env[f"TESSERA_{replica.service.upper()}_OPS_PORT"] = str(replica.ops_port)
         log = replica.log_path.open("ab")
         replica.process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", replica.service],
@@ -154,7 +165,7 @@ class ReplicatedStack:
                 raise RuntimeError(f"{name} exited: {self.tail(replica)}")
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{replica.url}/readyz", timeout=2) as response,
+                urllib.request.urlopen(f"{replica.ops_url}/readyz", timeout=2) as response,
             ):
                 if response.status == 200:
                     return
@@ -189,11 +200,15 @@ class ReplicatedStack:
         self.loop.close()
 
 
-def cluster_env(base: dict[str, str], database_url: str, amqp_url: str) -> dict[str, str]:
+def cluster_env(
+    base: dict[str, str], database_url: str, amqp_url: str, pki_dir: Path
+) -> dict[str, str]:
     """A Tessera environment on the test clusters, without the per-replica limits that would
-    turn a load test into a rate-limit test."""
+    turn a load test into a rate-limit test; every replica holds its certificate of
+    ``pki_dir`` (the operator CLI too)."""
     env = {k: v for k, v in base.items() if not k.startswith("TESSERA_")}
     env.update(
+        TESSERA_TLS_DIR=str(pki_dir),
         TESSERA_DATABASE_URL=database_url,
         TESSERA_AMQP_URL=amqp_url,
         TESSERA_DATABASE_PREFIX="tessera",

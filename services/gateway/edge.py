@@ -7,7 +7,8 @@
   need authenticating are refused (429, the dialect's shape) before any backend call.
 
 The address and the guard are bound per request in a context variable (as the request id
-is), so the authenticator and the backends charge failures without being handed the request.
+is), so the authenticator and the tenant lookups (tenants.py) charge failures without being
+handed the request.
 """
 
 from __future__ import annotations

@@ -125,7 +125,9 @@ async def _published(env: dict[str, str]) -> float:
     total = 0.0
     async with aiohttp.ClientSession() as session:
         for service in ("issuer", "revocation", "keys"):
-            async with session.get(f"{env[f'TESSERA_{service.upper()}_URL']}/metrics") as resp:
+            # Metrics are on the ops listener (in clear), never on the API port.
+            ops = f"http://127.0.0.1:{env[f'TESSERA_{service.upper()}_OPS_PORT']}"
+            async with session.get(f"{ops}/metrics") as resp:
                 for line in (await resp.text()).splitlines():
                     if line.startswith("tessera_outbox_published_total"):
                         total += float(line.rsplit(" ", 1)[1])

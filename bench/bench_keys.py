@@ -23,6 +23,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,8 +35,12 @@ from bench.report import result
 from services.cli.migrate import migrate_all
 from services.issuer.tenants import TenantKeys
 from services.keys.crypto import generate_private_key
+from shared.clients.base import client_session
 from shared.clients.keys import KeysClient
 from shared.db import drop_database
+from shared.http import internal_session
+from shared.pki import init_pki
+from shared.tls import ReloadingTls, TlsFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,13 +65,21 @@ def raw_signs_per_second(alg: str, seconds: float) -> float:
     return count / elapsed
 
 
+PKI_DIR = Path(tempfile.mkdtemp(prefix="tessera-bench-keys-pki-"))
+
+
+def tls_of(identity: str) -> ReloadingTls:
+    """The benchmark's certificate as ``identity`` (of its own PKI)."""
+    return ReloadingTls(TlsFiles.from_dir(PKI_DIR, identity))
+
+
 async def endpoint_signs_per_second(
     url: str, tenant: str, seconds: float, concurrency: int, per_request: int
 ) -> float:
     signed = 0
     stop = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # The issuer's certificate: only the issuer may ask keys to sign (mutual TLS, issue 16).
+    async with internal_session(tls_of("issuer"), limit=concurrency) as session:
 
         async def worker() -> None:
             nonlocal signed
@@ -87,7 +100,7 @@ async def coalesced_signs_per_second(
 ) -> float:
     signed = 0
     stop = time.perf_counter() + seconds
-    async with aiohttp.ClientSession() as session:
+    async with client_session(tls_of("issuer")) as session:
         client = TenantKeys(KeysClient(session, url), cache_seconds=60)
 
         async def worker() -> None:
@@ -113,8 +126,11 @@ async def run(args: argparse.Namespace) -> None:
         TESSERA_AMQP_DLX=f"bench.dlx.{run_id}",
         TESSERA_KEK=secrets.token_urlsafe(32),
         TESSERA_KEYS_PORT=str(args.port),
+        TESSERA_KEYS_OPS_PORT=str(args.port + 1),
         TESSERA_LOG_LEVEL="warning",
+        TESSERA_TLS_DIR=str(PKI_DIR),
     )
+    init_pki(PKI_DIR)
     await migrate_all(env, ["keys"])
     database = urlunsplit(
         urlsplit(env["TESSERA_DATABASE_URL"])._replace(path=f"/bench_{run_id}_keys")
@@ -122,13 +138,16 @@ async def run(args: argparse.Namespace) -> None:
     service = subprocess.Popen(
         [sys.executable, "-m", "services.keys"], env=env, stdout=subprocess.DEVNULL, cwd=ROOT
     )
-    url = f"http://127.0.0.1:{args.port}"
+    url = f"https://127.0.0.1:{args.port}"
     try:
-        async with aiohttp.ClientSession() as session:
+        async with (
+            aiohttp.ClientSession() as probe,
+            client_session(tls_of("operator")) as session,
+        ):
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    async with session.get(f"{url}/readyz") as r:
+                    async with probe.get(f"http://127.0.0.1:{args.port + 1}/readyz") as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientError:

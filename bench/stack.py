@@ -87,6 +87,7 @@ async def dev_stack(
     for i, name in enumerate(("gateway", "issuer", "revocation", "keys")):
         scheme = "https" if tls and name != "gateway" else "http"
         env[f"TESSERA_{name.upper()}_URL"] = f"{scheme}://127.0.0.1:{port + i}"
+        env[f"TESSERA_{name.upper()}_OPS_PORT"] = str(port + 4 + i)  # as tessera dev sets them
     stack = subprocess.Popen(
         [python, "-m", "services.cli", "dev", "--port", str(port)],
         env=env,

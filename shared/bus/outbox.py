@@ -27,7 +27,8 @@ import structlog
 from pamqp import commands as spec
 from prometheus_client import Counter, Gauge
 
-from shared.bus.amqp import Broker, BrokerUnavailable, Outgoing
+from shared.bus.amqp import Broker, BrokerUnavailable
+from shared.bus.batch_publish import Outgoing
 from shared.bus.envelope import Envelope
 from shared.db import after_commit, columns
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var

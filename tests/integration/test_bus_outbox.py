@@ -16,7 +16,8 @@ import asyncpg
 import pytest
 from pamqp import commands as spec
 
-from shared.bus.amqp import Broker, Outgoing, declare_topology
+from shared.bus.amqp import Broker, declare_topology
+from shared.bus.batch_publish import Outgoing
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import create_pool, unit_of_work
@@ -192,31 +193,6 @@ def _outgoing(routing_key: str, body: bytes, n: int) -> Outgoing:
             delivery_mode=2,
         ),
     )
-
-
-async def test_publish_confirmed_sends_in_order_with_properties_and_bodies_over_a_frame(
-    tessera_env: dict[str, str],
-) -> None:
-    async with _observed_broker(tessera_env) as (channel, exchange, broker):
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "test.happened.v1")
-        # The second body is larger than a frame (128 KiB by default): it goes in pieces.
-        bodies = [b"{}", b'"' + b"x" * 300_000 + b'"', b""]
-        await broker.publish_confirmed(
-            [_outgoing("test.happened.v1", body, n) for n, body in enumerate(bodies)]
-        )
-        await broker.publish_confirmed([])  # nothing to send is not an error
-        received = []
-        for _ in bodies:
-            message = await queue.get(timeout=5)
-            await message.ack()
-            received.append(message)
-        assert [m.body for m in received] == bodies
-        assert [m.message_id for m in received] == ["m0", "m1", "m2"]
-        assert [m.headers for m in received] == [{"x-request-id": f"r{n}"} for n in range(3)]
-        assert {(m.type, m.content_type, m.delivery_mode) for m in received} == {
-            ("test.happened", "application/json", aio_pika.DeliveryMode.PERSISTENT)
-        }
 
 
 async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(

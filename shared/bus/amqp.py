@@ -183,7 +183,13 @@ class Broker:
                     client_properties={"connection_name": self._connection_name},
                 )
                 channel = await connection.channel(publisher_confirms=True)
-                check_channel(await channel.get_underlay_channel())
+                try:
+                    check_channel(await channel.get_underlay_channel())
+                except UnsupportedAiormq as exc:
+                    # No retry mends the installed library: never ready, and say why.
+                    log.error("events cannot be published", error=str(exc))
+                    await connection.close()
+                    return
                 self._exchange = await declare_topology(channel, self.names)
                 self._connection = connection
                 self._channel = channel
@@ -192,10 +198,6 @@ class Broker:
                 log.info("broker connected", broker=_node(connection))
                 return
             except asyncio.CancelledError:
-                raise
-            except UnsupportedAiormq as exc:
-                # No retry mends the installed library: never ready, and say why.
-                log.error("events cannot be published", error=str(exc))
                 raise
             except Exception as exc:
                 log.warning(
@@ -275,7 +277,6 @@ class Broker:
                 return  # a concurrent publish replaced it already
             try:
                 channel = await connection.channel(publisher_confirms=True)
-                check_channel(await channel.get_underlay_channel())
                 exchange = await declare_topology(channel, self.names)
             except Exception as exc:
                 # The connection is down: its robust reconnect restores the old channel.

@@ -15,9 +15,11 @@ import aiormq
 import asyncpg
 import pytest
 from pamqp import commands as spec
+from structlog.testing import capture_logs
 
+from shared.bus import amqp
 from shared.bus.amqp import Broker, declare_topology
-from shared.bus.batch_publish import Outgoing
+from shared.bus.batch_publish import Outgoing, UnsupportedAiormq
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import create_pool, unit_of_work
@@ -254,3 +256,29 @@ async def test_publish_confirmed_raises_a_failure_when_the_channel_closes_under_
         await underlay.connection.close()
         (outcome,) = await asyncio.gather(publishing, return_exceptions=True)
         assert isinstance(outcome, Exception), outcome  # CancelledError is no Exception
+
+
+async def test_a_broker_whose_aiormq_lacks_what_the_batch_needs_says_so_and_never_connects(
+    tessera_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(channel: object) -> None:
+        raise UnsupportedAiormq("aiormq 99 cannot publish batches: Channel.lock is missing")
+
+    monkeypatch.setattr(amqp, "check_channel", unsupported)
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], private_names(tessera_env))
+    with capture_logs() as logs:
+        await broker.start()
+        connecting = broker._task
+        assert connecting is not None
+
+        async def connecting_ends() -> None:
+            await asyncio.wait([connecting])
+
+        # Gives up at once (no retry mends the library) rather than retrying forever.
+        assert await ends_within(connecting_ends(), 10)
+    assert not broker.connected
+    assert [e["error"] for e in logs if e["event"] == "events cannot be published"] == [
+        "aiormq 99 cannot publish batches: Channel.lock is missing"
+    ]
+    assert not any(e["event"] == "broker unreachable, retrying" for e in logs)
+    await broker.close()

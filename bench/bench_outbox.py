@@ -30,7 +30,8 @@ from pamqp import commands as spec
 from bench.primitives import AMQP_URL, DATABASE_URL, rabbitmq_publishes_per_second
 from bench.report import result
 from bench.stack import delete_broker_names
-from shared.bus.amqp import Broker, Outgoing, declare_topology
+from shared.bus.amqp import Broker, declare_topology
+from shared.bus.batch_publish import Outgoing
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import BUS_MIGRATIONS, create_pool, drop_database, migrate, unit_of_work

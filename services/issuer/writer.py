@@ -2,12 +2,13 @@
 
 Every new token is a durable insert plus its ``token.issued`` event. Alone, that is several
 round trips and a WAL flush per token; under load, the :class:`~shared.batching.Batcher` lets
-the creates that queued while earlier ones committed go out as one transaction (locks, one
-quota count for every owner, one insert of every token and one of their events, one commit).
-Each create still gets its own answer: a quota refusal fails that create only, and if the batch
-as a whole is refused by the database (a constraint, bad data) each create is tried again on
-its own. A refresh rotation inserts its new pair in its own transaction (it must commit with
-the old token's use), through the same insert (:meth:`TokenWriter.insert_within`).
+the creates that queued while earlier ones committed go out together: every token and its
+event in one statement (``store.insert_tokens``), alone when no create has a quota (atomic
+without a transaction: one round trip) or in a unit of work with the owners' locks and quota
+counts. Each create still gets its own answer: a quota refusal fails that create only, and if
+the batch as a whole is refused by the database (a constraint, bad data) each create is tried
+again on its own. A refresh rotation inserts its new pair in its own transaction (it must commit
+with the old token's use), through the same insert (:meth:`TokenWriter.insert_within`).
 
 Quotas without counting every time: ``owner_usage`` keeps an upper bound of each owner's active
 opaque tokens (it grows with each create and is only set back to a count). While the bound plus
@@ -30,8 +31,8 @@ from services.issuer.events import token_issued
 from services.issuer.store import Owner
 from shared.authz import namespace_of
 from shared.batching import Batcher
-from shared.bus.outbox import Cause, add_events
-from shared.db import unit_of_work
+from shared.bus.outbox import Cause, event_values, wake_relays
+from shared.db import after_commit, unit_of_work
 
 Row = dict[str, Any]
 
@@ -158,32 +159,46 @@ class TokenWriter:
         return results
 
     async def _commit(self, writes: list[Write]) -> list[list[Row] | Exception]:
+        if all(write.quota is None for write in writes):
+            # Nothing to lock or count: the tokens and their events are one statement, atomic
+            # without a transaction.
+            async with self._pool.acquire() as conn:
+                return await self._commit_batch(conn, writes)
         async with unit_of_work(self._pool) as conn:
-            active, counted = await self._active_bounds(conn, writes)
-            decisions, after = admit(writes, active)
-            results: list[list[Row] | Exception] = []
-            accepted: list[tuple[Row, Row, Cause]] = []
-            for write, refused in zip(writes, decisions, strict=True):
-                if refused is not None:
-                    results.append(refused)
-                    continue
-                rows = [stored_row(token) for token in write.tokens]
-                accepted.extend(
-                    (token, row, write.cause) for token, row in zip(write.tokens, rows, strict=True)
-                )
-                results.append(rows)
-            if counted:
-                await store.set_usage(conn, {owner: after[owner] for owner in counted})
-            await self._insert(conn, accepted)
-            return results
+            return await self._commit_batch(conn, writes)
+
+    async def _commit_batch(
+        self, conn: asyncpg.Connection, writes: list[Write]
+    ) -> list[list[Row] | Exception]:
+        active, counted = await self._active_bounds(conn, writes)
+        decisions, after = admit(writes, active)
+        results: list[list[Row] | Exception] = []
+        accepted: list[tuple[Row, Row, Cause]] = []
+        for write, refused in zip(writes, decisions, strict=True):
+            if refused is not None:
+                results.append(refused)
+                continue
+            rows = [stored_row(token) for token in write.tokens]
+            accepted.extend(
+                (token, row, write.cause) for token, row in zip(write.tokens, rows, strict=True)
+            )
+            results.append(rows)
+        if counted:
+            await store.set_usage(conn, {owner: after[owner] for owner in counted})
+        await self._insert(conn, accepted)
+        return results
 
     @staticmethod
     async def _insert(conn: asyncpg.Connection, accepted: list[tuple[Row, Row, Cause]]) -> None:
-        """The one insert of new tokens: the rows, then their events, in the caller's
-        transaction."""
+        """The one insert of new tokens: the rows and their events, in one statement (in the
+        caller's unit of work, or on its own); the relay is woken once it has committed."""
         if accepted:
-            await store.insert_tokens(conn, [token for token, _, _ in accepted])
-            await add_events(conn, [(token_issued(row), cause) for _, row, cause in accepted])
+            await store.insert_tokens(
+                conn,
+                [token for token, _, _ in accepted],
+                [event_values(token_issued(row), cause) for _, row, cause in accepted],
+            )
+            after_commit(conn, wake_relays)
 
     @staticmethod
     async def _active_bounds(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import aio_pika
@@ -23,13 +22,16 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aio_pika.robust_connection import RobustConnection
-from aiormq.abc import ChannelFrame
-from pamqp import commands as spec
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 from prometheus_client import Gauge
 from yarl import URL
 
+from shared.bus.batch_publish import (
+    ConfirmsLost,
+    Outgoing,
+    UnsupportedAiormq,
+    check_channel,
+    publish_batch,
+)
 from shared.settings import AmqpNames
 
 log = structlog.get_logger("tessera.amqp")
@@ -152,27 +154,6 @@ class BrokerUnavailable(ConnectionError):
     """The broker is not connected right now."""
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """A message for the events exchange."""
-
-    routing_key: str
-    body: bytes
-    properties: spec.Basic.Properties
-
-
-def _publish_frames(exchange: str, message: Outgoing, max_body_frame: int) -> list[Any]:
-    """The method, header and body frames of one publish; bodies longer than a frame allows go
-    in pieces (a broker with ``frame_max`` 0 sets no limit)."""
-    body = message.body
-    step = max_body_frame if max_body_frame > 0 else max(len(body), 1)
-    return [
-        spec.Basic.Publish(exchange=exchange, routing_key=message.routing_key),
-        ContentHeader(properties=message.properties, body_size=len(body)),
-        *(ContentBody(body[i : i + step]) for i in range(0, len(body), step)),
-    ]
-
-
 class Broker:
     """One robust connection and channel (with publisher confirms) and the declared topology."""
 
@@ -202,6 +183,13 @@ class Broker:
                     client_properties={"connection_name": self._connection_name},
                 )
                 channel = await connection.channel(publisher_confirms=True)
+                try:
+                    check_channel(await channel.get_underlay_channel())
+                except UnsupportedAiormq as exc:
+                    # No retry mends the installed library: never ready, and say why.
+                    log.error("events cannot be published", error=str(exc))
+                    await connection.close()
+                    return
                 self._exchange = await declare_topology(channel, self.names)
                 self._connection = connection
                 self._channel = channel
@@ -266,45 +254,19 @@ class Broker:
             raise
 
     async def _publish_confirmed(self, messages: Sequence[Outgoing]) -> None:
-        """:meth:`publish_confirmed` on the current channel.
-
-        The messages go out in one socket write, on aiormq's channel underneath aio-pika.
-        aio-pika's ``Exchange.publish`` makes a write (so a broker wake-up) and a confirm
-        wait per message: in batches of 16 this costs a third of its CPU per message here and
-        two thirds at the broker (``python -m bench.bench_outbox``).
-        """
+        """:meth:`publish_confirmed` on the current channel, in one write
+        (:mod:`shared.bus.batch_publish`)."""
         exchange = self.exchange()  # BrokerUnavailable while disconnected
         if not messages:
             return
         assert self._channel is not None
         async with asyncio.timeout(CONFIRM_TIMEOUT):
             channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-            payload = ChannelFrame.marshall(
-                channel_number=channel.number,
-                frames=[
-                    frame
-                    for message in messages
-                    for frame in _publish_frames(exchange.name, message, channel.max_content_size)
-                ],
-            )
-            async with channel.lock:  # no other publish between ours: delivery tags count them
-                await channel.write_queue.put(payload)
-                # RabbitMQ numbers the channel's publishes 1, 2, ... and confirms by number.
-                confirmations = []
-                for _ in messages:
-                    channel.delivery_tag += 1
-                    confirmation = channel.create_future()
-                    channel.confirmations[channel.delivery_tag] = confirmation
-                    confirmations.append(confirmation)
             try:
-                await asyncio.gather(*confirmations)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # stopped, or the timeout
-                # aiormq fails pending confirms with CancelledError when it closes the channel:
-                # this publish failed, and the relay must retry it, not stop.
-                raise BrokerUnavailable("the channel closed before every confirm") from None
+                await publish_batch(channel, exchange.name, messages)
+            except ConfirmsLost as exc:
+                # The relay must retry, not stop.
+                raise BrokerUnavailable(str(exc)) from None
 
     async def _replace_channel(self, reason: str) -> None:
         """Open a new publishing channel, make it current, then close the old one (which fails

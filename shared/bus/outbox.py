@@ -27,7 +27,8 @@ import structlog
 from pamqp import commands as spec
 from prometheus_client import Counter, Gauge
 
-from shared.bus.amqp import Broker, BrokerUnavailable, Outgoing
+from shared.bus.amqp import Broker, BrokerUnavailable
+from shared.bus.batch_publish import Outgoing
 from shared.bus.envelope import Envelope
 from shared.db import after_commit, columns
 from shared.logging import REQUEST_ID_HEADER, actor_var, request_id_var
@@ -46,14 +47,25 @@ OLDEST_AGE = Gauge(
 PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 
 
+# What the outbox and the audit trail record of an event (event_values), with its SQL type.
+EVENT_COLUMNS = {
+    "event_id": "uuid",
+    "routing_key": "text",
+    "body": "bytea",
+    "request_id": "text",
+    "occurred_at": "timestamptz",
+    "tenant": "text",
+    "action": "text",
+    "source": "text",
+    "actor": "text",
+    "data": "jsonb",
+}
+_EVENT_ARRAYS = ", ".join(f"${n}::{t}[]" for n, t in enumerate(EVENT_COLUMNS.values(), 1))
 # The outbox and audit rows of a batch of events, one array per column.
-_ADD_EVENTS = """
+_ADD_EVENTS = f"""
     WITH events AS (
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[],
-                             $5::timestamptz[], $6::text[], $7::text[],
-                             $8::text[], $9::text[], $10::jsonb[])
-        WITH ORDINALITY AS e(event_id, routing_key, body, request_id, occurred_at, tenant,
-                             action, source, actor, data, n)),
+        SELECT * FROM unnest({_EVENT_ARRAYS})
+        WITH ORDINALITY AS e({", ".join(EVENT_COLUMNS)}, n)),
     queued AS (
         INSERT INTO outbox (event_id, routing_key, body, request_id, created_at)
         SELECT event_id, routing_key, body, request_id, occurred_at FROM events ORDER BY n),
@@ -78,7 +90,13 @@ class Cause:
         return cls(request_id_var.get(), actor_var.get())
 
 
-def _event_args(envelope: Envelope, cause: Cause) -> tuple[object, ...]:
+def event_values(envelope: Envelope, cause: Cause) -> tuple[object, ...]:
+    """What the outbox and the audit trail record of an event, in :data:`EVENT_COLUMNS` order.
+
+    :func:`add_events` writes these; so does a store that writes a change and its events in one
+    statement of its own (the issuer's group commit, ``services/issuer/store.py``), which then
+    calls :func:`wake_relays` once that statement has committed.
+    """
     return (
         envelope.id,
         envelope.routing_key,
@@ -109,16 +127,17 @@ async def add_events(
     rows = []
     for event in events:
         envelope, cause = event if isinstance(event, tuple) else (event, Cause.current())
-        rows.append(_event_args(envelope, cause))
-    await conn.execute(_ADD_EVENTS, *columns(rows, 10))
-    after_commit(conn, _wake_relays)
+        rows.append(event_values(envelope, cause))
+    await conn.execute(_ADD_EVENTS, *columns(rows, len(EVENT_COLUMNS)))
+    after_commit(conn, wake_relays)
 
 
 # The relays running in this process; an event written here wakes them after its commit.
 _relays: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 
 
-def _wake_relays() -> None:
+def wake_relays() -> None:
+    """Wake the relays of this process: new events have been committed."""
     for relay in _relays:
         relay.wake()
 

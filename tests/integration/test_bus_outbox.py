@@ -16,8 +16,11 @@ import aiormq
 import asyncpg
 import pytest
 from pamqp import commands as spec
+from structlog.testing import capture_logs
 
-from shared.bus.amqp import Broker, Outgoing, declare_topology
+from shared.bus import amqp
+from shared.bus.amqp import Broker, declare_topology
+from shared.bus.batch_publish import Outgoing, UnsupportedAiormq
 from shared.bus.envelope import Envelope
 from shared.bus.outbox import OutboxRelay, add_events
 from shared.db import create_pool, unit_of_work
@@ -202,31 +205,6 @@ def _outgoing(routing_key: str, body: bytes, n: int) -> Outgoing:
     )
 
 
-async def test_publish_confirmed_sends_in_order_with_properties_and_bodies_over_a_frame(
-    tessera_env: dict[str, str],
-) -> None:
-    async with _observed_broker(tessera_env) as (channel, exchange, broker):
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "test.happened.v1")
-        # The second body is larger than a frame (128 KiB by default): it goes in pieces.
-        bodies = [b"{}", b'"' + b"x" * 300_000 + b'"', b""]
-        await broker.publish_confirmed(
-            [_outgoing("test.happened.v1", body, n) for n, body in enumerate(bodies)]
-        )
-        await broker.publish_confirmed([])  # nothing to send is not an error
-        received = []
-        for _ in bodies:
-            message = await queue.get(timeout=5)
-            await message.ack()
-            received.append(message)
-        assert [m.body for m in received] == bodies
-        assert [m.message_id for m in received] == ["m0", "m1", "m2"]
-        assert [m.headers for m in received] == [{"x-request-id": f"r{n}"} for n in range(3)]
-        assert {(m.type, m.content_type, m.delivery_mode) for m in received} == {
-            ("test.happened", "application/json", aio_pika.DeliveryMode.PERSISTENT)
-        }
-
-
 async def test_publish_confirmed_raises_when_the_broker_refuses_a_message(
     tessera_env: dict[str, str],
 ) -> None:
@@ -287,3 +265,29 @@ async def test_publish_confirmed_raises_a_failure_when_the_channel_closes_under_
         await underlay.connection.close()
         (outcome,) = await asyncio.gather(publishing, return_exceptions=True)
         assert isinstance(outcome, Exception), outcome  # CancelledError is no Exception
+
+
+async def test_a_broker_whose_aiormq_lacks_what_the_batch_needs_says_so_and_never_connects(
+    tessera_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(channel: object) -> None:
+        raise UnsupportedAiormq("aiormq 99 cannot publish batches: Channel.lock is missing")
+
+    monkeypatch.setattr(amqp, "check_channel", unsupported)
+    broker = Broker(tessera_env["TESSERA_AMQP_URL"], private_names(tessera_env))
+    with capture_logs() as logs:
+        await broker.start()
+        connecting = broker._task
+        assert connecting is not None
+
+        async def connecting_ends() -> None:
+            await asyncio.wait([connecting])
+
+        # Gives up at once (no retry mends the library) rather than retrying forever.
+        assert await ends_within(connecting_ends(), 10)
+    assert not broker.connected
+    assert [e["error"] for e in logs if e["event"] == "events cannot be published"] == [
+        "aiormq 99 cannot publish batches: Channel.lock is missing"
+    ]
+    assert not any(e["event"] == "broker unreachable, retrying" for e in logs)
+    await broker.close()

@@ -13,7 +13,6 @@ from pamqp import commands as spec
 
 from shared.bus.amqp import declare_topology
 from shared.bus.batch_publish import (
-    ConfirmsLost,
     Outgoing,
     UnsupportedAiormq,
     check_channel,
@@ -160,4 +159,6 @@ async def test_a_connection_closing_under_a_batch_fails_it_as_an_error_not_a_can
     await rig.channel.connection.close()
     (outcome,) = await asyncio.gather(publishing, return_exceptions=True)
     # CancelledError is no Exception: a relay that got one would stop instead of retrying.
-    assert isinstance(outcome, ConfirmsLost | aiormq.exceptions.AMQPError), repr(outcome)
+    # Which error depends on when the close lands (ConfirmsLost, an AMQPError, or the bare
+    # Exception() aiormq closes with); the relay retries on any Exception.
+    assert isinstance(outcome, Exception), repr(outcome)

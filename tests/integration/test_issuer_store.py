@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from services.cli import migration_components
+from services.cli.migrate import migration_components
 from services.issuer import store
 from services.issuer.events import token_issued
 from services.issuer.writer import stored_row

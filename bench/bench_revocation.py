@@ -77,7 +77,17 @@ async def child_main(args: argparse.Namespace) -> None:
         out.write(" ".join(str(p) for p in parts) + "\n")
         out.flush()
 
-    async with aiohttp.ClientSession() as session:
+    # The revocation service's feed is on the internal plane: present a certificate the
+    # callers table admits (the gateway's), from the stack's PKI. Plain HTTP otherwise.
+    if args.url.startswith("https://"):
+        from shared.clients.base import client_session
+        from shared.tls import ReloadingTls, TlsFiles
+
+        tls = ReloadingTls(TlsFiles.from_dir(Path(os.environ["TESSERA_TLS_DIR"]), "gateway"))
+        opened = client_session(tls)
+    else:
+        opened = aiohttp.ClientSession()
+    async with opened as session:
         sub = Subscriber(
             SubscriberConfig(
                 revocations_url=args.url,

@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -251,7 +252,14 @@ async def run(args: argparse.Namespace) -> int:
         "TESSERA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
     )
     tag = "b" + secrets.token_hex(4)
-    port = _free_port()
+    port, ops_port = _free_port(), _free_port()
+    # The revocation API is mutual TLS: a PKI of the benchmark's own.
+    from shared.clients.base import client_session
+    from shared.pki import init_pki
+    from shared.tls import ReloadingTls, TlsFiles
+
+    pki = Path(tempfile.mkdtemp(prefix="tessera-bench-revocation-pki-"))
+    init_pki(pki)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
     env.update(
         TESSERA_DATABASE_URL=database,
@@ -261,9 +269,11 @@ async def run(args: argparse.Namespace) -> int:
         TESSERA_AMQP_DLX=f"tessera.dlx.{tag}",
         TESSERA_AMQP_QUEUE_PREFIX=f"{tag}.",
         TESSERA_REVOCATION_PORT=str(port),
+        TESSERA_REVOCATION_OPS_PORT=str(ops_port),
+        TESSERA_TLS_DIR=str(pki),
         TESSERA_HOST="127.0.0.1",
         TESSERA_LOG_LEVEL="warning",
-        TESSERA_ISSUER_URL="http://127.0.0.1:9",
+        TESSERA_ISSUER_URL="https://127.0.0.1:9",
     )
     db_url = service_database_url(env, "revocation")
     service: subprocess.Popen[bytes] | None = None
@@ -282,12 +292,16 @@ async def run(args: argparse.Namespace) -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
+        base = f"https://127.0.0.1:{port}"
+        # Revokes as the gateway would (its certificate); readiness on the ops listener.
+        async with (
+            aiohttp.ClientSession() as probe,
+            client_session(ReloadingTls(TlsFiles.from_dir(pki, "gateway"))) as session,
+        ):
             deadline = time.monotonic() + 30
             while True:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{base}/readyz") as resp:
+                    async with probe.get(f"http://127.0.0.1:{ops_port}/readyz") as resp:
                         if resp.status == 200:
                             break
                 if time.monotonic() > deadline:
